@@ -144,6 +144,8 @@ export interface MigrationStats {
   /** measured downtime (only once completed) */
   downtimeMs?: number;
   totalTimeMs?: number;
+  /** time since the migration started, in the hypervisor's clock (virtual time for the simulator) */
+  elapsedMs?: number;
   /** guest CPU throttle applied by auto-converge, percent */
   throttlePct: number;
   error?: string;

@@ -1,0 +1,199 @@
+// Everything a client needs to talk to ferry's workflows: names, IDs, task queues, search
+// attributes, queries/signals/updates, and the plain-JSON input/output types. Safe to import
+// from the API (no workflow-only APIs are called at module load except define*()).
+import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
+import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
+import type { PolicyOverrides } from './lib/policies.js';
+
+// ---------------------------------------------------------------- task queues and ids
+export const CONTROL_QUEUE = 'ferry-control';
+export const HOST_QUEUE_PREFIX = 'ferry-host-';
+
+/**
+ * Task queues carry an optional prefix (tests run many isolated ferry instances against one
+ * dev server). A workflow derives the prefix from its own task queue, so routing host
+ * activities stays deterministic and needs no extra input.
+ */
+export function controlQueue(prefix = ''): string {
+  return `${prefix}${CONTROL_QUEUE}`;
+}
+export function hostQueue(hostId: string, prefix = ''): string {
+  return `${prefix}${HOST_QUEUE_PREFIX}${hostId}`;
+}
+export function prefixOfControlQueue(taskQueue: string): string {
+  return taskQueue.endsWith(CONTROL_QUEUE) ? taskQueue.slice(0, -CONTROL_QUEUE.length) : '';
+}
+
+export const workflowIds = {
+  provision: (vmName: string) => `provision-${vmName}`,
+  migrate: (vmId: string) => `migrate-${vmId}`,
+  lifecycle: (vmId: string, action: LifecycleAction) => `vm-${action}-${vmId}`,
+  template: (templateName: string) => `template-${templateName}`,
+  evacuate: (hostId: string) => `evacuate-${hostId}`,
+};
+
+// ---------------------------------------------------------------- search attributes
+export const SA = {
+  VmId: defineSearchAttributeKey('VmId', SearchAttributeType.KEYWORD),
+  SourceHost: defineSearchAttributeKey('SourceHost', SearchAttributeType.KEYWORD),
+  TargetHost: defineSearchAttributeKey('TargetHost', SearchAttributeType.KEYWORD),
+  MigrationKind: defineSearchAttributeKey('MigrationKind', SearchAttributeType.KEYWORD),
+  Stage: defineSearchAttributeKey('Stage', SearchAttributeType.KEYWORD),
+  HostId: defineSearchAttributeKey('HostId', SearchAttributeType.KEYWORD),
+};
+
+// ---------------------------------------------------------------- provisioning
+export type ProvisionSource =
+  | { kind: 'template'; templateId: string; linked?: boolean }
+  | { kind: 'clone'; sourceVmId: string }
+  | { kind: 'import'; path: string; format: 'vmdk' | 'vhdx' | 'raw' | 'qcow2' }
+  | { kind: 'iso'; isoPath: string };
+
+export interface ProvisionInput {
+  vmId: string;
+  name: string;
+  cpus: number;
+  memoryMiB: number;
+  diskGiB: number;
+  source: ProvisionSource;
+  networkId: string;
+  hostId?: string;
+  hostname?: string;
+  sshKeys?: string[];
+  userData?: string;
+  tags?: string[];
+  extraVolumesGiB?: number[];
+  antiAffinityTag?: string;
+  affinityTag?: string;
+  weigher?: 'spread' | 'pack';
+  /** simulator workload of the new guest */
+  workload?: { dirtyRateBytesPerSec: number; writableWorkingSetBytes: number };
+}
+
+export const PROVISION_STEPS = ['select', 'load-software', 'customize', 'start'] as const;
+export type ProvisionStep = (typeof PROVISION_STEPS)[number];
+
+export interface CompensationRecord {
+  name: string;
+  ok: boolean;
+  attempts: number;
+  error?: string;
+}
+
+export interface ProvisionProgress {
+  vmId: string;
+  name: string;
+  state: 'running' | 'completed' | 'failed' | 'cancelled';
+  step: number;
+  stepName: ProvisionStep | 'done';
+  hostId?: string;
+  datastoreId?: string;
+  ip?: string;
+  placement?: { chosen?: string; rejected: Array<{ hostId: string; reasons: string[] }> };
+  stepTimingsMs: Record<string, number>;
+  compensations: CompensationRecord[];
+  error?: string;
+}
+
+export interface ProvisionResult {
+  vmId: string;
+  hostId: string;
+  ip: string;
+  datastoreId: string;
+  diskPaths: string[];
+}
+
+// ---------------------------------------------------------------- lifecycle
+export type LifecycleAction = 'start' | 'stop' | 'reboot' | 'delete';
+export interface LifecycleInput {
+  vmId: string;
+  action: LifecycleAction;
+  /** stop/delete: force off after the graceful timeout */
+  force?: boolean;
+  timeoutMs?: number;
+}
+
+export interface CreateTemplateInput {
+  templateId: string;
+  name: string;
+  vmId: string;
+  os?: string;
+  owner?: string;
+  department?: string;
+  tags?: string[];
+  requiredCpuFeatures?: string[];
+}
+
+// ---------------------------------------------------------------- live migration
+export const MIGRATION_STAGES = ['pre-migration', 'reservation', 'pre-copy', 'stop-and-copy', 'commitment', 'activation'] as const;
+export type MigrationStage = (typeof MIGRATION_STAGES)[number] | 'queued' | 'rollback' | 'done';
+
+export interface LiveMigrateInput {
+  vmId: string;
+  targetHostId?: string;
+  /** named policy: default | minimal-downtime | converge-or-abort | suspend-if-needed */
+  policy?: string;
+  overrides?: PolicyOverrides;
+}
+
+export type MigrationState = 'running' | 'completed' | 'failed' | 'cancelled' | 'rolled-back';
+
+export interface MigrationProgress {
+  migrationId: string;
+  vmId: string;
+  kind: 'live';
+  state: MigrationState;
+  stage: MigrationStage;
+  stageIndex: number;
+  sourceHostId: string;
+  targetHostId?: string;
+  policy: string;
+  /** waiting for a per-host migration slot: which limit and since when */
+  queue?: { reason: string; sinceMs: number };
+  awaitingApproval: boolean;
+  progress: {
+    round: number;
+    transferredBytes: number;
+    remainingBytes: number;
+    totalBytes: number;
+    dirtyRateBytesPerSec: number;
+    transferRateBytesPerSec: number;
+    expectedDowntimeMs: number;
+    percent: number;
+    etaSeconds?: number;
+    verdict: 'converging' | 'stalled' | 'diverging' | 'unknown';
+    downtimeLimitMs: number;
+    throttlePct: number;
+  };
+  decisions: Array<{ atMs: number; action: string; reason: string }>;
+  stageTimingsMs: Record<string, number>;
+  downtimeMs?: number;
+  durationMs?: number;
+  compensations: CompensationRecord[];
+  error?: string;
+}
+
+export interface MigrationResult {
+  state: MigrationState;
+  vmId: string;
+  sourceHostId: string;
+  targetHostId?: string;
+  downtimeMs?: number;
+  rounds?: number;
+  transferredBytes?: number;
+  error?: string;
+}
+
+export interface SetMigrationParamsInput {
+  maxBandwidthBytesPerSec?: number;
+  maxDowntimeMs?: number;
+}
+
+// ---------------------------------------------------------------- messages
+export const provisionProgressQuery = defineQuery<ProvisionProgress>('progress');
+export const migrationProgressQuery = defineQuery<MigrationProgress>('progress');
+/** force the switchover now (accepting a longer downtime), or approve a held one */
+export const switchoverUpdate = defineUpdate<MigrationProgress>('switchover');
+export const setMigrationParamsUpdate = defineUpdate<MigrationProgress, [SetMigrationParamsInput]>('setParams');
+/** cancel = roll back (only before commitment); also reachable by cancelling the workflow */
+export const cancelMigrationSignal = defineSignal<[{ reason?: string }]>('cancel');
