@@ -1,0 +1,266 @@
+// Host-agent activities: the only code that calls a hypervisor driver. Each host agent runs them
+// on task queue `ferry-host-<hostId>` with its own driver instance; a workflow picks the host by
+// picking the queue. Every activity is idempotent (a retry after a crash finds its own effect).
+import { Context, CancelledFailure } from '@temporalio/activity';
+import type {
+  CloudInitSeed,
+  DiskInfo,
+  DiskSpec,
+  HypervisorDriver,
+  MigrationParams,
+  MigrationStats,
+  VmRuntime,
+  VmSpec,
+} from '../drivers/hypervisor.js';
+import { ErrorType, failure, withFailureMapping } from './errors.js';
+
+export interface HostActivityDeps {
+  driver: HypervisorDriver;
+  /** how often long activities poll the hypervisor (ms) */
+  pollMs?: number;
+}
+
+function heartbeat(details?: unknown): void {
+  // Outside a Temporal activity (unit tests calling the factory directly) there is no context.
+  try {
+    Context.current().heartbeat(details);
+  } catch {
+    /* not in an activity */
+  }
+}
+
+function cancellationSignal(): AbortSignal | undefined {
+  try {
+    return Context.current().cancellationSignal;
+  } catch {
+    return undefined;
+  }
+}
+
+async function pause(ms: number): Promise<void> {
+  const signal = cancellationSignal();
+  try {
+    if (signal) await Context.current().sleep(ms);
+    else await new Promise((r) => setTimeout(r, ms));
+  } catch (err) {
+    throw err instanceof CancelledFailure ? err : new CancelledFailure('activity cancelled');
+  }
+}
+
+const TERMINAL = new Set(['completed', 'failed', 'cancelled']);
+
+export function createHostActivities(deps: HostActivityDeps) {
+  const { driver } = deps;
+  const pollMs = deps.pollMs ?? 100;
+
+  /** Waits until the VM reports `running`, bounded by timeoutMs. */
+  async function waitRunning(vmId: string, timeoutMs: number): Promise<VmRuntime> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const vm = await driver.vmStatus(vmId);
+      if (vm?.state === 'running') return vm;
+      if (vm?.state === 'crashed') throw failure(ErrorType.Hypervisor, `VM ${vmId} crashed while starting on ${driver.hostId}`);
+      if (Date.now() > deadline) {
+        throw failure(
+          ErrorType.Timeout,
+          `VM ${vmId} did not reach running on ${driver.hostId} within ${timeoutMs} ms (last state: ${vm?.state ?? 'unknown'})`,
+        );
+      }
+      heartbeat({ vmId, state: vm?.state });
+      await pause(pollMs);
+    }
+  }
+
+  const acts = {
+    async hostInfo() {
+      return driver.hostInfo();
+    },
+
+    // ---------------------------------------------------------------- provisioning step 2/3
+    /** Disk work heartbeats progress and is cancellable; idempotent by spec.name. */
+    async createDisk(spec: DiskSpec): Promise<DiskInfo> {
+      return driver.createDisk(spec, {
+        signal: cancellationSignal(),
+        onProgress: (p) => heartbeat(p),
+      });
+    },
+
+    async deleteDisk(input: { path: string }): Promise<void> {
+      await driver.deleteDisk(input.path);
+    },
+
+    /** Compensation of createDisk when the path is not known yet (crash between create and return). */
+    async deleteDiskByName(input: { datastoreId: string; name: string }): Promise<void> {
+      const info = await driver.hostInfo();
+      const ds = info.datastores.find((d) => d.id === input.datastoreId);
+      if (!ds) return;
+      for (const candidate of diskPathCandidates(driver, ds.path, input)) {
+        if (await driver.diskInfo(candidate)) await driver.deleteDisk(candidate);
+      }
+    },
+
+    async writeSeed(input: { vmId: string; datastoreId: string; seed: CloudInitSeed }): Promise<{ path: string }> {
+      return driver.writeSeed(input.vmId, input.datastoreId, input.seed);
+    },
+
+    // ---------------------------------------------------------------- provisioning step 4 + lifecycle
+    async defineAndStart(input: { spec: VmSpec; timeoutMs: number }): Promise<VmRuntime> {
+      const existing = await driver.vmStatus(input.spec.vmId);
+      if (!existing) await driver.defineVm(input.spec);
+      await driver.startVm(input.spec.vmId);
+      return waitRunning(input.spec.vmId, input.timeoutMs);
+    },
+
+    async startVm(input: { vmId: string; timeoutMs: number }): Promise<VmRuntime> {
+      await driver.startVm(input.vmId);
+      return waitRunning(input.vmId, input.timeoutMs);
+    },
+
+    async stopVm(input: { vmId: string; timeoutMs: number; force: boolean }): Promise<VmRuntime> {
+      const vm = await driver.stopVm(input.vmId, { timeoutMs: input.timeoutMs, force: input.force });
+      if (vm.state === 'running') {
+        throw failure(ErrorType.Timeout, `VM ${input.vmId} did not shut down within ${input.timeoutMs} ms; retry with force to power it off`, undefined, true);
+      }
+      return vm;
+    },
+
+    async rebootVm(input: { vmId: string; timeoutMs: number }): Promise<VmRuntime> {
+      await driver.rebootVm(input.vmId);
+      return waitRunning(input.vmId, input.timeoutMs);
+    },
+
+    /** Stops (forced) and undefines; idempotent. Keeps disks. */
+    async destroyVm(input: { vmId: string }): Promise<void> {
+      await driver.destroyVm(input.vmId);
+    },
+
+    async vmStatus(input: { vmId: string }): Promise<VmRuntime | null> {
+      return driver.vmStatus(input.vmId);
+    },
+
+    // ---------------------------------------------------------------- live migration
+    /** Stage 1 (on B): empty container waiting for the incoming state. */
+    async startDestinationContainer(input: { spec: VmSpec }): Promise<{ uri: string }> {
+      return driver.prepareIncoming(input.spec);
+    },
+
+    /** Compensation of stage 1 (on B): B's copy is paused or empty, never running before commit. */
+    async destroyDestinationContainer(input: { vmId: string }): Promise<void> {
+      const vm = await driver.vmStatus(input.vmId);
+      if (vm?.state === 'running') {
+        // The commit is the fence: only activation (after commit) resumes B. A running copy here
+        // means the invariant was broken elsewhere; refuse to destroy a live guest.
+        throw failure(ErrorType.InvalidState, `refusing to destroy ${input.vmId} on ${driver.hostId}: it is running`, undefined, true);
+      }
+      await driver.destroyVm(input.vmId);
+    },
+
+    /** Stage 2 (on A): start pre-copy. Idempotent: an active migration to the same uri is fine. */
+    async startPrecopy(input: { vmId: string; uri: string; params: MigrationParams }): Promise<void> {
+      const vm = await driver.vmStatus(input.vmId);
+      if (!vm || vm.state !== 'running') {
+        const st = await driver.migrationStatus(input.vmId);
+        if (st.status === 'none' || TERMINAL.has(st.status)) {
+          throw failure(ErrorType.MigrationFailed, `VM ${input.vmId} is ${vm?.state ?? 'absent'} on ${driver.hostId}, not running`);
+        }
+        return; // already migrating (retry after a crash)
+      }
+      const st = await driver.migrationStatus(input.vmId);
+      if (st.status !== 'none' && !TERMINAL.has(st.status)) return;
+      await driver.startMigration(input.vmId, { uri: input.uri, ...input.params });
+    },
+
+    /**
+     * Stage 2 (on A): watch the transfer for a window, heartbeating stats, and return the last
+     * sample. The workflow runs the convergence controller on the samples, so its decisions land
+     * in history. Returns early when the hypervisor leaves pre-copy.
+     */
+    async watchPrecopy(input: { vmId: string; windowMs: number }): Promise<MigrationStats> {
+      const until = Date.now() + input.windowMs;
+      for (;;) {
+        const st = await driver.migrationStatus(input.vmId);
+        heartbeat(st);
+        if (st.status !== 'setup' && st.status !== 'active') return st;
+        if (Date.now() >= until) return st;
+        await pause(pollMs);
+      }
+    },
+
+    async setMigrationParams(input: { vmId: string; params: MigrationParams }): Promise<void> {
+      await driver.setMigrationParams(input.vmId, input.params);
+    },
+
+    /**
+     * Stage 3 (on A): pause A, send the rest and the CPU state; A stays primary. With a
+     * pre-approved switchover the driver already continued by itself; this then only waits for
+     * `completed`. Idempotent.
+     */
+    async stopAndCopy(input: { vmId: string; timeoutMs: number }): Promise<MigrationStats> {
+      const deadline = Date.now() + input.timeoutMs;
+      let continued = false;
+      for (;;) {
+        const st = await driver.migrationStatus(input.vmId);
+        heartbeat(st);
+        if (st.status === 'completed') return st;
+        if (st.status === 'failed' || st.status === 'cancelled' || st.status === 'none') {
+          throw failure(ErrorType.MigrationFailed, `stop-and-copy of ${input.vmId} ended ${st.status}${st.error ? `: ${st.error}` : ''}`);
+        }
+        if (!continued && (st.status === 'pre-switchover' || st.status === 'active' || st.status === 'setup')) {
+          await driver.continueSwitchover(input.vmId);
+          continued = true;
+        }
+        if (Date.now() > deadline) throw failure(ErrorType.Timeout, `stop-and-copy of ${input.vmId} did not complete within ${input.timeoutMs} ms`);
+        await pause(Math.min(pollMs, 50));
+      }
+    },
+
+    /** Compensation of stages 2-3 (on A): cancel the transfer and make sure A runs again. */
+    async rollbackSource(input: { vmId: string; commitKnownAbsent: boolean }): Promise<VmRuntime | null> {
+      const st = await driver.migrationStatus(input.vmId);
+      if (st.status === 'completed') {
+        // The transfer finished; resuming A is allowed only because the workflow read the
+        // commit back and knows it did not happen (the commit is the fence).
+        if (!input.commitKnownAbsent) {
+          throw failure(ErrorType.InvalidState, `migration of ${input.vmId} completed and the commit is unknown: not resuming the source`, undefined, true);
+        }
+      } else if (st.status !== 'none') {
+        await driver.cancelMigration(input.vmId);
+      }
+      const vm = await driver.vmStatus(input.vmId);
+      if (vm && vm.state !== 'running') await driver.resumeVm(input.vmId);
+      return driver.vmStatus(input.vmId);
+    },
+
+    /** Stage 4's precondition (on B): a consistent, complete, paused image. */
+    async confirmDestinationImage(input: { vmId: string }): Promise<VmRuntime> {
+      const vm = await driver.vmStatus(input.vmId);
+      if (!vm || (vm.state !== 'paused' && vm.state !== 'running')) {
+        throw failure(ErrorType.MigrationFailed, `destination ${driver.hostId} holds no complete image of ${input.vmId} (state ${vm?.state ?? 'absent'})`);
+      }
+      return vm;
+    },
+
+    /** Stage 5 (on B): resume, reattach, announce the IP, verify running. Retried, never falls back. */
+    async activateOnTarget(input: { vmId: string; timeoutMs: number }): Promise<VmRuntime> {
+      await driver.activateIncoming(input.vmId);
+      return waitRunning(input.vmId, input.timeoutMs);
+    },
+
+    /** Stage 5 (on A): destroy the source's stale copy (postmigrate). */
+    async cleanupSource(input: { vmId: string }): Promise<void> {
+      const vm = await driver.vmStatus(input.vmId);
+      if (vm?.state === 'running') {
+        throw failure(ErrorType.InvalidState, `source copy of ${input.vmId} on ${driver.hostId} is running after commit; refusing to destroy blindly`, undefined, true);
+      }
+      await driver.destroyVm(input.vmId);
+    },
+  };
+  return withFailureMapping(acts);
+}
+
+function diskPathCandidates(driver: HypervisorDriver, dsPath: string, input: { datastoreId: string; name: string }): string[] {
+  if (driver.kind === 'sim') return [`sim://${input.datastoreId}/${input.name}.qcow2`];
+  return [`${dsPath}/${input.name}.qcow2`];
+}
+
+export type HostActivities = ReturnType<typeof createHostActivities>;

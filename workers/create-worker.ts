@@ -1,0 +1,73 @@
+// Worker factories: the control worker (all workflows + database activities) and one host agent
+// per hypervisor host (task queue ferry-host-<hostId>, driver activities). Composition happens in
+// the entrypoints; these only wire what they are given.
+import { bundleWorkflowCode, NativeConnection, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { fileURLToPath } from 'node:url';
+import type { HypervisorDriver } from '../drivers/hypervisor.js';
+import { createHostActivities } from '../activities/host.js';
+import { createControlActivities, type ControlActivityDeps } from '../activities/control.js';
+import { controlQueue, hostQueue } from '../workflows/definitions.js';
+
+export const WORKFLOWS_PATH = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
+
+let bundlePromise: Promise<WorkflowBundleWithSourceMap> | undefined;
+/** Bundles the workflows once per process (webpack takes a second or two). */
+export function workflowBundle(): Promise<WorkflowBundleWithSourceMap> {
+  bundlePromise ??= bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, logger: quietBundlerLogger });
+  return bundlePromise;
+}
+
+const quietBundlerLogger = {
+  log() {},
+  trace() {},
+  debug() {},
+  info() {},
+  warn(message: string, meta?: Record<string, unknown>) {
+    console.warn(message, meta ?? '');
+  },
+  error(message: string, meta?: Record<string, unknown>) {
+    console.error(message, meta ?? '');
+  },
+};
+
+export interface WorkerBase {
+  connection: NativeConnection;
+  namespace: string;
+  /** task-queue prefix (tests isolate themselves with one) */
+  prefix?: string;
+}
+
+export async function createControlWorker(opts: WorkerBase & { deps: ControlActivityDeps }): Promise<Worker> {
+  return Worker.create({
+    connection: opts.connection,
+    namespace: opts.namespace,
+    taskQueue: controlQueue(opts.prefix),
+    workflowBundle: await workflowBundle(),
+    activities: createControlActivities(opts.deps),
+    // many short DB activities and workflow tasks; 2 cores
+    maxConcurrentActivityTaskExecutions: 50,
+    maxConcurrentWorkflowTaskExecutions: 50,
+  });
+}
+
+export async function createHostAgent(opts: WorkerBase & { driver: HypervisorDriver; pollMs?: number }): Promise<Worker> {
+  return Worker.create({
+    connection: opts.connection,
+    namespace: opts.namespace,
+    taskQueue: hostQueue(opts.driver.hostId, opts.prefix),
+    activities: createHostActivities({ driver: opts.driver, pollMs: opts.pollMs }),
+    maxConcurrentActivityTaskExecutions: 40,
+  });
+}
+
+/** Runs workers until `stop()`; shutdown drains in-flight tasks (graceful). */
+export function runWorkers(workers: Worker[]): { done: Promise<void>; stop: () => Promise<void> } {
+  const done = Promise.all(workers.map((w) => w.run())).then(() => undefined);
+  return {
+    done,
+    async stop() {
+      for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
+      await done;
+    },
+  };
+}

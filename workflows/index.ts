@@ -1,0 +1,4 @@
+// Workflow functions only: this file is the entry point of the workflow bundle.
+export { provisionVm } from './provision.js';
+export { liveMigrate } from './live-migrate.js';
+export { vmLifecycle, createTemplateFromVm } from './lifecycle.js';
