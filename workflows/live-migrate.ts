@@ -270,7 +270,7 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
       progress.progress.etaSeconds = d.progress.etaSec ?? undefined;
       progress.progress.verdict = d.verdict;
       progress.progress.downtimeLimitMs = d.progress.downtimeLimitMs;
-      progress.awaitingApproval = policy.approveSwitchover === false ? false : d.awaitingApproval !== null || st.expectedDowntimeMs <= ctrl.downtimeMs;
+      progress.awaitingApproval = d.awaitingApproval !== null;
       for (const a of d.actions) {
         decisionLog(a.kind, a.reason);
         if (a.kind === 'set-downtime') await A.setMigrationParams({ vmId: input.vmId, params: { downtimeLimitMs: a.ms } });

@@ -303,8 +303,8 @@ describe('onStall policies', () => {
     assert.match(acts[0]!.reason, /round 30 reached the limit/);
   });
 
-  it("'switchover' without approveSwitchover waits for the operator, who then approves it", () => {
-    const policy = resolvePolicy('suspend-if-needed', { approveSwitchover: false });
+  it("'switchover' with approveSwitchover waits for the operator, who then approves it", () => {
+    const policy = resolvePolicy('suspend-if-needed', { approveSwitchover: true });
     assert.deepEqual(initialMigrationParams(policy), { downtimeLimitMs: 300, autoSwitchover: false, hold: true });
     const decisions = closedLoop(policy, 40, { memoryBytes: 4 * GiB, wwsBytes: 2 * GiB });
     assert.deepEqual(actionsOf(decisions, 'switchover'), []);
@@ -317,7 +317,7 @@ describe('onStall policies', () => {
   });
 
   it('under hold, a remainder that fits is reported as ready for the operator', () => {
-    const policy = resolvePolicy('default', { approveSwitchover: false });
+    const policy = resolvePolicy('default', { approveSwitchover: true });
     const [d] = run(initialControllerState(policy, GiB), [sample({ remainingBytes: 2 * MB })]);
     assert.match(d!.awaitingApproval!, /ready for switchover: 1\.9 MiB remaining fits the 50 ms downtime limit/);
     assert.deepEqual(d!.actions, []);
@@ -451,8 +451,8 @@ describe('policies', () => {
   });
 
   it('a request overrides any knob, including approveSwitchover and maxBandwidthBytesPerSec', () => {
-    const p = resolvePolicy('converge-or-abort', { approveSwitchover: false, maxBandwidthBytesPerSec: 50 * MB, maxDowntimeMs: 800, progressTimeoutSec: undefined });
-    assert.equal(p.approveSwitchover, false);
+    const p = resolvePolicy('converge-or-abort', { approveSwitchover: true, maxBandwidthBytesPerSec: 50 * MB, maxDowntimeMs: 800, progressTimeoutSec: undefined });
+    assert.equal(p.approveSwitchover, true);
     assert.equal(p.maxBandwidthBytesPerSec, 50 * MB);
     assert.equal(p.maxDowntimeMs, 800);
     assert.equal(p.progressTimeoutSec, POLICIES['converge-or-abort'].progressTimeoutSec);

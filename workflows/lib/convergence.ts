@@ -27,7 +27,7 @@
 //                        over budget, the controller applies policy.onThrottleExhausted
 //                        ('abort' by default: a nearly frozen guest that still does not
 //                        converge is safer left running on A than paused for an unknown time).
-//   With approveSwitchover=false a switchover is never emitted; Decision.awaitingApproval carries the
+//   With approveSwitchover=true a switchover is never emitted; Decision.awaitingApproval carries the
 //   reason and the workflow waits for the operator.
 // - Steering (steps, trips, throttle) happens only while sample.status is 'active' (or absent);
 //   at pre-switchover, device, completed or failed nothing the controller could do helps.
@@ -126,7 +126,7 @@ export interface Decision {
   verdict: Verdict;
   actions: ControllerAction[];
   progress: Progress;
-  /** non-null: a switchover is wanted but needs the operator's approval (approveSwitchover=false) */
+  /** non-null: a switchover is wanted but needs the operator's approval (approveSwitchover=true) */
   awaitingApproval: string | null;
 }
 
@@ -140,8 +140,8 @@ export function initialMigrationParams(policy: ConvergencePolicy): {
   return {
     downtimeLimitMs: policy.initialDowntimeMs,
     ...(policy.maxBandwidthBytesPerSec === null ? {} : { maxBandwidthBytesPerSec: policy.maxBandwidthBytesPerSec }),
-    autoSwitchover: policy.approveSwitchover,
-    hold: !policy.approveSwitchover,
+    autoSwitchover: !policy.approveSwitchover,
+    hold: policy.approveSwitchover,
   };
 }
 
@@ -306,7 +306,7 @@ function xferFits(s: ControllerSample, downtimeMs: number): boolean {
 
 /** Emits the final action (or asks for approval when a switchover is not pre-approved). */
 function finish(state: ControllerState, kind: 'abort' | 'switchover', reason: string, actions: ControllerAction[]): void {
-  if (kind === 'switchover' && !state.policy.approveSwitchover) {
+  if (kind === 'switchover' && state.policy.approveSwitchover) {
     state.pendingSwitchover = `switchover needs operator approval: ${reason}`;
     return;
   }
@@ -408,10 +408,10 @@ export function decide(prev: ControllerState, sample: ControllerSample): Decisio
     }
   }
 
-  // Under hold (approveSwitchover=false) the hypervisor will not enter stop-and-copy itself:
+  // Under hold (approveSwitchover=true) the hypervisor will not enter stop-and-copy itself:
   // tell the workflow when the migration is ready for the operator's approval.
   state.readyForSwitchover =
-    !p.approveSwitchover && xferFits(sample, state.downtimeMs)
+    p.approveSwitchover && xferFits(sample, state.downtimeMs)
       ? `ready for switchover: ${mib(sample.remainingBytes)} remaining fits the ${state.downtimeMs} ms downtime limit`
       : null;
 
@@ -435,7 +435,8 @@ export function applyOperatorChange(
     if (typeof change.approveSwitchover !== 'boolean') {
       throw new PolicyError('approveSwitchover', `approveSwitchover must be a boolean, got ${String(change.approveSwitchover)}`);
     }
-    state.policy = { ...state.policy, approveSwitchover: change.approveSwitchover };
+    // the operator's approval: from now on the switchover is pre-approved
+    if (change.approveSwitchover) state.policy = { ...state.policy, approveSwitchover: false };
     const waiting = state.pendingSwitchover ?? state.readyForSwitchover;
     if (change.approveSwitchover && waiting !== null && state.final === null) {
       // the switchover this approval was waiting for

@@ -49,9 +49,10 @@ export interface ConvergencePolicy {
   throttleStepSec: number;
   onThrottleExhausted: OnThrottleExhausted;
   /**
-   * true: the switchover is pre-approved (the host agent continues from pre-switchover itself,
-   * because QEMU counts the paused time as downtime). false: an operator must approve it; the
-   * controller then reports `awaitingApproval` instead of emitting a switchover.
+   * false (default): the switchover is pre-approved (the host agent continues from pre-switchover
+   * itself, because QEMU counts the paused time as downtime). true: hold at stage 3's doorstep
+   * until an operator approves (the source keeps running, rounds continue); the controller then
+   * reports `awaitingApproval` instead of emitting a switchover.
    */
   approveSwitchover: boolean;
   /** migration bandwidth cap, bytes/s; null = no cap */
@@ -93,7 +94,7 @@ const DEFAULT: ConvergencePolicy = {
   // Aborting keeps the VM running where it was; a forced switchover at an unknown downtime is
   // something a policy must ask for explicitly (suspend-if-needed).
   onThrottleExhausted: 'abort',
-  approveSwitchover: true,
+  approveSwitchover: false,
   maxBandwidthBytesPerSec: null,
 };
 

@@ -1,0 +1,205 @@
+// LiveMigrate on the real dev server with the simulator: the happy path against the analytic
+// model, a fault at every stage before commitment (rollback to A), after it (forward to B),
+// operator steering (cancel, force, approval), non-convergence policies, and refusals.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { WorkflowHandle } from '@temporalio/client';
+import { Allocation, Operation, Vm } from '../../db/entities.js';
+import {
+  controlQueue,
+  migrationProgressQuery,
+  switchoverUpdate,
+  workflowIds,
+  type LiveMigrateInput,
+  type MigrationProgress,
+  type MigrationResult,
+} from '../../workflows/definitions.js';
+import { simulatePrecopy } from '../../workflows/lib/precopy-model.js';
+import { outcome, smallCluster, startTestFerry, waitFor, type TestFerry } from '../helpers/ferry.js';
+
+const MiB = 1024 ** 2;
+
+async function provisionRunning(f: TestFerry, name: string, opts: { hostId?: string; memoryMiB?: number; dirtyMiBps?: number; wwsMiB?: number } = {}) {
+  const vmId = `vm-${name}`;
+  const h = await f.provision({
+    name,
+    vmId,
+    hostId: opts.hostId ?? 'h1',
+    memoryMiB: opts.memoryMiB ?? 1024,
+    workload: { dirtyRateBytesPerSec: (opts.dirtyMiBps ?? 50) * MiB, writableWorkingSetBytes: (opts.wwsMiB ?? 256) * MiB },
+  });
+  const r = await outcome(h);
+  assert.ok(r.ok, !r.ok ? r.message : '');
+  return vmId;
+}
+
+function migrate(f: TestFerry, input: LiveMigrateInput): Promise<WorkflowHandle> {
+  return f.client.workflow.start('liveMigrate', { taskQueue: controlQueue(f.prefix), workflowId: `${workflowIds.migrate(input.vmId)}-${f.prefix}`, args: [input] });
+}
+
+/** The invariant checker: the guest runs on exactly one host and inventory says which. */
+async function assertOnlyOn(f: TestFerry, vmId: string, hostId: string) {
+  assert.deepEqual(f.sim.runningHostsOf(vmId), [hostId], `${vmId} runs only on ${hostId}`);
+  const vms = f.sim.snapshot().vms.filter((v) => v.vmId === vmId);
+  assert.deepEqual(vms.map((v) => `${v.hostId}:${v.state}`), [`${hostId}:running`], 'no copy left anywhere else, none paused');
+  const vm = await f.db.em().findOneOrFail(Vm, { id: vmId });
+  assert.equal(vm.hostId, hostId);
+  assert.equal(vm.state, 'running');
+  const allocs = await f.db.em().find(Allocation, { vmId });
+  assert.deepEqual(allocs.map((a) => `${a.hostId}:${a.kind}`), [`${hostId}:vm`], 'one allocation, on the host it runs on');
+}
+
+async function operationOf(f: TestFerry, h: WorkflowHandle) {
+  return f.db.em().findOneOrFail(Operation, { workflowId: h.workflowId }, { orderBy: { startedAt: 'desc' } });
+}
+
+describe('LiveMigrate', () => {
+  let f: TestFerry;
+  before(async () => (f = await startTestFerry({ cluster: smallCluster({ hosts: 3, features: [['sse4_2', 'avx', 'avx2'], ['sse4_2', 'avx', 'avx2'], ['sse4_2']] }), timeScale: 100 })));
+  after(async () => f?.close());
+
+  test('happy path: ends running on B only, A holds nothing, rounds and downtime match the model', async () => {
+    const vmId = await provisionRunning(f, 'mig-ok', { memoryMiB: 1024, dirtyMiBps: 100, wwsMiB: 256 });
+    const h = await migrate(f, { vmId, targetHostId: 'h2' });
+    const r = await outcome<MigrationResult>(h);
+    assert.ok(r.ok, !r.ok ? r.message : '');
+    await assertOnlyOn(f, vmId, 'h2');
+    const progress: MigrationProgress = await h.query(migrationProgressQuery);
+    assert.equal(progress.state, 'completed');
+    assert.equal(progress.progress.percent, 100);
+    assert.deepEqual(
+      Object.keys(progress.stageTimingsMs).filter((s) => s !== 'queued'),
+      ['pre-migration', 'reservation', 'pre-copy', 'stop-and-copy', 'commitment', 'activation'],
+    );
+    // default link 1 GiB/s; policy default starts at 50 ms downtime
+    const model = simulatePrecopy({ memoryBytes: 1024 * MiB, bandwidthBytesPerSec: 1024 * MiB, dirtyRateBytesPerSec: 100 * MiB, writableWorkingSetBytes: 256 * MiB, downtimeLimitMs: 50 });
+    assert.equal(model.stopReason, 'converged');
+    assert.equal(r.value.rounds, model.rounds.length);
+    assert.ok(Math.abs(r.value.downtimeMs! - model.downtimeMs) < 1, `downtime ${r.value.downtimeMs} vs model ${model.downtimeMs}`);
+    const op = await operationOf(f, h);
+    assert.equal(op.state, 'completed');
+    assert.equal((op.details as { rounds: number }).rounds, model.rounds.length);
+  });
+
+  for (const [label, fault] of [
+    ['a fault at stage 1', { kind: 'fail-stage' as const, stage: 1 }],
+    ['a fault at stage 2', { kind: 'fail-stage' as const, stage: 2 }],
+    ['a fault at stage 3', { kind: 'fail-stage' as const, stage: 3 }],
+    ['a destination crash during stage 2', { kind: 'destination-crash' as const, hostId: 'h2', stage: 2 }],
+    ['a destination crash during stage 3', { kind: 'destination-crash' as const, hostId: 'h2', stage: 3 }],
+    ['a link cut during stage 2', { kind: 'link-cut' as const, hostId: 'h1', peerHostId: 'h2' }],
+  ] as const) {
+    test(`${label}: back on A, B holds nothing, state rolled-back with the reason`, async () => {
+      const name = `rb-${label.replace(/[^a-z0-9]+/g, '-')}`.slice(0, 40).replace(/-$/, '');
+      const vmId = await provisionRunning(f, name, { memoryMiB: 2048, dirtyMiBps: 200, wwsMiB: 512 });
+      f.sim.injectFault({ ...fault, vmId: fault.kind === 'link-cut' ? undefined : vmId });
+      try {
+        const h = await migrate(f, { vmId, targetHostId: 'h2' });
+        const r = await outcome(h);
+        assert.equal(r.ok, false);
+        await assertOnlyOn(f, vmId, 'h1');
+        const op = await operationOf(f, h);
+        assert.equal(op.state, 'rolled-back', op.error ?? '');
+        assert.ok(op.error && op.error.length > 0, 'the reason is recorded');
+        const comps = (op.details as { compensations: Array<{ name: string; ok: boolean }> }).compensations;
+        assert.ok(comps.every((c) => c.ok), JSON.stringify(comps));
+        assert.equal(await f.db.em().count(Allocation, { vmId, kind: 'reservation' }), 0);
+      } finally {
+        f.sim.clearFaults();
+      }
+    });
+  }
+
+  test('a fault during activation (stage 5): retried until the VM runs on B, never on A', async () => {
+    const vmId = await provisionRunning(f, 'act-retry');
+    f.sim.injectFault({ kind: 'fail-stage', stage: 5, vmId, count: 3 });
+    try {
+      const h = await migrate(f, { vmId, targetHostId: 'h2' });
+      const r = await outcome(h);
+      assert.ok(r.ok, !r.ok ? r.message : '');
+      await assertOnlyOn(f, vmId, 'h2');
+      assert.ok(f.sim.listFaults().some((x) => x.kind === 'fail-stage' && x.firedCount >= 3), 'the fault fired 3 times');
+    } finally {
+      f.sim.clearFaults();
+    }
+  });
+
+  test('cancel during pre-copy rolls back', async () => {
+    const vmId = await provisionRunning(f, 'cancel-mig', { memoryMiB: 4096, dirtyMiBps: 2000, wwsMiB: 1024 });
+    const h = await migrate(f, { vmId, targetHostId: 'h2', policy: 'converge-or-abort' });
+    await waitFor('pre-copy', async () => (await h.query(migrationProgressQuery)).stage === 'pre-copy');
+    await h.signal('cancel', { reason: 'operator changed their mind' });
+    const r = await outcome(h);
+    assert.equal(r.ok, false);
+    await assertOnlyOn(f, vmId, 'h1');
+    const op = await operationOf(f, h);
+    assert.equal(op.state, 'cancelled');
+    assert.match(op.error!, /changed their mind/);
+  });
+
+  test('force switchover during pre-copy completes and reports the longer downtime', async () => {
+    // dirty rate above the link: never converges on its own
+    const vmId = await provisionRunning(f, 'force-mig', { memoryMiB: 2048, dirtyMiBps: 3000, wwsMiB: 1024 });
+    const h = await migrate(f, { vmId, targetHostId: 'h2', policy: 'converge-or-abort', overrides: { maxRounds: 1000, maxSentFactor: 1000 } });
+    await waitFor('a few rounds', async () => (await h.query(migrationProgressQuery)).progress.round >= 2);
+    await h.executeUpdate(switchoverUpdate);
+    const r = await outcome<MigrationResult>(h);
+    assert.ok(r.ok, !r.ok ? r.message : '');
+    await assertOnlyOn(f, vmId, 'h2');
+    // the whole writable working set (1 GiB) goes over a 1 GiB/s link while paused: ~1 s
+    assert.ok(r.value.downtimeMs! > 500, `downtime ${r.value.downtimeMs} ms reflects the forced switchover`);
+  });
+
+  test('approveSwitchover: waits with the VM running on A until approved, then completes', async () => {
+    const vmId = await provisionRunning(f, 'approve-mig', { memoryMiB: 1024, dirtyMiBps: 50 });
+    const h = await migrate(f, { vmId, targetHostId: 'h2', overrides: { approveSwitchover: true } });
+    const p = await waitFor('awaiting approval', async () => {
+      const q = await h.query(migrationProgressQuery);
+      return q.awaitingApproval && q.progress.round >= 3 ? q : undefined;
+    });
+    assert.equal(p.stage, 'pre-copy');
+    assert.deepEqual(f.sim.runningHostsOf(vmId), ['h1'], 'source keeps running while it waits');
+    await h.executeUpdate(switchoverUpdate);
+    const r = await outcome(h);
+    assert.ok(r.ok, !r.ok ? r.message : '');
+    await assertOnlyOn(f, vmId, 'h2');
+  });
+
+  test('a dirty rate above the bandwidth: converge-or-abort rolls back after the limit; auto-converge completes', async () => {
+    const a = await provisionRunning(f, 'diverge-abort', { memoryMiB: 1024, dirtyMiBps: 4000, wwsMiB: 512 });
+    const h1 = await migrate(f, { vmId: a, targetHostId: 'h2', policy: 'converge-or-abort', overrides: { maxRounds: 8 } });
+    const r1 = await outcome(h1);
+    assert.equal(r1.ok, false);
+    await assertOnlyOn(f, a, 'h1');
+    const op1 = await operationOf(f, h1);
+    assert.equal(op1.state, 'rolled-back');
+    assert.match(op1.error!, /round|sent|budget|progress/);
+
+    const b = await provisionRunning(f, 'diverge-throttle', { memoryMiB: 1024, dirtyMiBps: 4000, wwsMiB: 512 });
+    const h2 = await migrate(f, { vmId: b, targetHostId: 'h2', policy: 'minimal-downtime', overrides: { maxRounds: 8, throttleStepSec: 0.5 } });
+    const r2 = await outcome(h2);
+    assert.ok(r2.ok, !r2.ok ? r2.message : '');
+    await assertOnlyOn(f, b, 'h2');
+    const p2 = await h2.query(migrationProgressQuery);
+    assert.ok(p2.decisions.some((d) => d.action === 'throttle'), 'auto-converge throttled the guest');
+  });
+
+  test('refusals: incompatible CPU, unknown VM, same host, target in maintenance: nothing started', async () => {
+    const vmId = await provisionRunning(f, 'refuse-mig');
+    const cases: Array<[LiveMigrateInput, RegExp]> = [
+      [{ vmId, targetHostId: 'h3' }, /avx/],
+      [{ vmId: 'vm-nope', targetHostId: 'h2' }, /does not exist/],
+      [{ vmId, targetHostId: 'h1' }, /same host|source/],
+    ];
+    for (const [input, re] of cases) {
+      const h = await migrate(f, input);
+      const r = await outcome(h);
+      assert.equal(r.ok, false);
+      assert.match(r.message, re);
+      const op = await operationOf(f, h);
+      assert.equal(op.state, 'failed');
+    }
+    await assertOnlyOn(f, vmId, 'h1');
+    assert.equal(f.sim.snapshot().migrations.filter((m) => m.vmId === vmId).length, 0, 'no transfer started');
+  });
+});
