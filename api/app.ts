@@ -1,0 +1,91 @@
+// buildApp(deps): the whole HTTP API as a fastify instance that does NOT listen (tests use
+// app.inject; api/server.ts listens). Every dependency comes in through `deps`: the database,
+// the Temporal client, config, the metrics registry, optionally the simulator.
+import Fastify, { type FastifyInstance } from 'fastify';
+import fastifySwagger from '@fastify/swagger';
+import fastifySwaggerUi from '@fastify/swagger-ui';
+import { jsonSchemaTransform, serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
+import type { Client } from '@temporalio/client';
+import type { Registry } from 'prom-client';
+import type { FerryConfig } from '../config/index.js';
+import type { Db } from '../db/orm.js';
+import { controlQueue } from '../workflows/definitions.js';
+import { resolveAdminToken, roleTokensFromEnv, installAuth, type RoleTokens } from './auth.js';
+import type { ApiContext, SimulatorFaults } from './context.js';
+import { installErrorHandler } from './errors.js';
+import { createFleetMetrics } from './fleet-metrics.js';
+import { runningOperation } from './queries.js';
+import { healthRoutes } from './routes/health.js';
+import { inventoryRoutes } from './routes/inventory.js';
+import { migrationRoutes } from './routes/migrations.js';
+import { operationRoutes } from './routes/operations.js';
+import { vmRoutes } from './routes/vms.js';
+
+export interface ApiDeps {
+  db: Db;
+  temporal: Client;
+  config: FerryConfig;
+  /** fleet metrics are registered here (never prom-client's global registry); it must not already hold them */
+  registry: Registry;
+  /** task queue prefix, as the workers use (tests isolate ferry instances on one dev server) */
+  taskQueuePrefix?: string;
+  /** present in the embedded simulator setup: enables /v1/sim/faults */
+  simulator?: SimulatorFaults;
+  /** fastify request logging (default false) */
+  logger?: boolean;
+  /** where FERRY_API_VIEWER_TOKEN / FERRY_API_OPERATOR_TOKEN are read (default process.env) */
+  env?: NodeJS.ProcessEnv;
+  /** role tokens resolved by the caller (default: resolveAdminToken(config) + env) */
+  tokens?: RoleTokens;
+}
+
+export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
+  const tokens: RoleTokens = deps.tokens ?? { admin: resolveAdminToken(deps.config).token, ...roleTokensFromEnv(deps.env ?? process.env) };
+  const namespace = deps.temporal.options?.namespace ?? deps.config.temporalNamespace;
+
+  const app = Fastify({
+    logger: deps.logger ?? false,
+    // Bodies are small JSON documents; anything bigger is a mistake (user-data is capped at 64 KiB).
+    bodyLimit: 1024 * 1024,
+    routerOptions: { ignoreTrailingSlash: true },
+  });
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+  installErrorHandler(app);
+  installAuth(app, tokens);
+
+  const ctx: ApiContext = {
+    db: deps.db,
+    temporal: deps.temporal,
+    config: deps.config,
+    prefix: deps.taskQueuePrefix ?? '',
+    simulator: deps.simulator,
+    t: {
+      temporal: deps.temporal,
+      namespace,
+      webUiBaseUrl: deps.config.webUiBaseUrl,
+      taskQueue: controlQueue(deps.taskQueuePrefix ?? ''),
+      runningOperationId: async (workflowId) => (await runningOperation(deps.db.em(), workflowId))?.id,
+    },
+  };
+  const fleet = createFleetMetrics(deps.db, deps.registry);
+
+  await app.register(fastifySwagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: { title: 'ferry', description: 'Provision VMs and move them between hosts, on Temporal workflows.', version: '0.1.0' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }],
+    },
+    transform: jsonSchemaTransform,
+  });
+  await app.register(fastifySwaggerUi, { routePrefix: '/docs', uiConfig: { docExpansion: 'list' } });
+  app.get('/openapi.json', { config: { role: 'public' }, schema: { hide: true } }, async () => app.swagger());
+
+  healthRoutes(app, ctx, fleet);
+  inventoryRoutes(app, ctx);
+  vmRoutes(app, ctx);
+  migrationRoutes(app, ctx);
+  operationRoutes(app, ctx);
+  return app;
+}

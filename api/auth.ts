@@ -1,0 +1,146 @@
+// Bearer-token auth with three roles: viewer < operator < admin.
+//
+// - admin: FERRY_API_TOKEN (config.apiToken), or when unset a token generated once into
+//   `<dataDir>/api-token` (mode 0600) and reused on later starts (resolveAdminToken).
+// - operator: FERRY_API_OPERATOR_TOKEN (optional), viewer: FERRY_API_VIEWER_TOKEN (optional).
+//   Both are read here (not in config/) because only the API uses them; at least 16 characters.
+//
+// Routes declare the role they need in `config.role`; the default is viewer for GET/HEAD and
+// operator for everything else. `config.role = 'public'` routes (health, metrics, docs) need none.
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FerryConfig } from '../config/index.js';
+import { HttpError } from './errors.js';
+
+export type Role = 'viewer' | 'operator' | 'admin';
+export type RouteRole = Role | 'public';
+const RANK: Record<Role, number> = { viewer: 1, operator: 2, admin: 3 };
+
+export const TOKEN_FILE = 'api-token';
+const MIN_TOKEN_LENGTH = 16;
+
+export interface AdminToken {
+  token: string;
+  /** true when this call created the token file */
+  generated: boolean;
+  /** the token file, or null when the token came from FERRY_API_TOKEN */
+  path: string | null;
+}
+
+/**
+ * The admin token: config.apiToken when set; else the one in `<dataDir>/api-token`, created
+ * (crypto random, mode 0600) the first time. Two processes starting at once agree on one token:
+ * the file is created exclusively ('wx') and the loser reads the winner's.
+ */
+export function resolveAdminToken(config: Pick<FerryConfig, 'apiToken' | 'dataDir'>): AdminToken {
+  if (config.apiToken) return { token: config.apiToken, generated: false, path: null };
+  const path = join(config.dataDir, TOKEN_FILE);
+  const existing = readToken(path);
+  if (existing !== undefined) return { token: existing, generated: false, path };
+  mkdirSync(config.dataDir, { recursive: true });
+  const token = randomBytes(32).toString('base64url');
+  try {
+    writeFileSync(path, `${token}\n`, { mode: 0o600, flag: 'wx' });
+    chmodSync(path, 0o600); // the umask may have narrowed it further; never wider
+    return { token, generated: true, path };
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    const raced = readToken(path);
+    if (raced === undefined) throw new Error(`${path}: token file exists but holds no usable token`);
+    return { token: raced, generated: false, path };
+  }
+}
+
+function readToken(path: string): string | undefined {
+  let raw: string;
+  try {
+    raw = readFileSync(path, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
+  }
+  const token = raw.trim();
+  if (token.length < MIN_TOKEN_LENGTH) {
+    throw new Error(`${path}: holds a token shorter than ${MIN_TOKEN_LENGTH} characters; delete the file to generate a new one`);
+  }
+  return token;
+}
+
+export interface RoleTokens {
+  admin: string;
+  operator?: string;
+  viewer?: string;
+}
+
+/** Reads FERRY_API_OPERATOR_TOKEN / FERRY_API_VIEWER_TOKEN; a bad value throws naming the variable. */
+export function roleTokensFromEnv(env: NodeJS.ProcessEnv): { operator?: string; viewer?: string } {
+  const out: { operator?: string; viewer?: string } = {};
+  for (const [role, name] of [
+    ['operator', 'FERRY_API_OPERATOR_TOKEN'],
+    ['viewer', 'FERRY_API_VIEWER_TOKEN'],
+  ] as const) {
+    const v = env[name];
+    if (v === undefined || v === '') continue;
+    if (v.length < MIN_TOKEN_LENGTH) throw new Error(`${name}: must be at least ${MIN_TOKEN_LENGTH} characters`);
+    out[role] = v;
+  }
+  return out;
+}
+
+const digest = (s: string) => createHash('sha256').update(s).digest();
+
+/** Returns the caller's role for a presented token, or undefined. Constant-time per comparison. */
+export function roleOf(tokens: RoleTokens, presented: string): Role | undefined {
+  const p = digest(presented);
+  let found: Role | undefined;
+  // Check every token (no early exit) so timing does not tell which role matched.
+  for (const role of ['admin', 'operator', 'viewer'] as const) {
+    const t = tokens[role];
+    if (t !== undefined && timingSafeEqual(p, digest(t)) && found === undefined) found = role;
+  }
+  return found;
+}
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    role?: RouteRole;
+  }
+  interface FastifyRequest {
+    role?: Role;
+  }
+}
+
+const PUBLIC_PREFIXES = ['/docs', '/openapi.json', '/healthz', '/readyz', '/metrics'];
+
+function requiredRole(req: FastifyRequest): RouteRole {
+  const declared = req.routeOptions.config?.role;
+  if (declared) return declared;
+  const path = req.url.split('?')[0]!;
+  if (PUBLIC_PREFIXES.some((p) => path === p || path.startsWith(`${p}/`))) return 'public';
+  return req.method === 'GET' || req.method === 'HEAD' ? 'viewer' : 'operator';
+}
+
+export function installAuth(app: FastifyInstance, tokens: RoleTokens): void {
+  app.decorateRequest('role', undefined);
+  app.addHook('onRequest', async (req, reply) => {
+    const needed = requiredRole(req);
+    if (needed === 'public') return;
+    const header = req.headers.authorization;
+    const m = typeof header === 'string' ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
+    if (!m) {
+      reply.header('www-authenticate', 'Bearer realm="ferry"');
+      throw new HttpError(401, { error: 'unauthorized', message: 'missing bearer token (Authorization: Bearer <token>)' });
+    }
+    const role = roleOf(tokens, m[1]!);
+    if (!role) {
+      reply.header('www-authenticate', 'Bearer realm="ferry", error="invalid_token"');
+      throw new HttpError(401, { error: 'unauthorized', message: 'invalid bearer token' });
+    }
+    if (RANK[role] < RANK[needed]) {
+      throw new HttpError(403, { error: 'forbidden', message: `this call needs the ${needed} role; the token has ${role}`, role, required: needed });
+    }
+    req.role = role;
+  });
+}
