@@ -6,7 +6,7 @@ import { Allocation, Host, Network, Operation, Template, Vm, type OperationKind,
 import * as capacity from '../db/repositories/capacity.js';
 import * as ipam from '../db/repositories/ipam.js';
 import * as operations from '../db/repositories/operations.js';
-import * as inventory from '../db/repositories/inventory.js';
+import { acquireMigrationSlots, hostCandidates, releaseMigrationSlots } from './queries.js';
 import type { DiskSource, VmSpec } from '../drivers/hypervisor.js';
 import type { CreateTemplateInput, LifecycleAction, ProvisionInput } from '../workflows/definitions.js';
 import { checkMigrationTarget, placeVm, type HostCandidate, type RejectedHost } from '../workflows/lib/placement.js';
@@ -31,7 +31,7 @@ export function createControlActivities(deps: ControlActivityDeps) {
   };
 
   async function candidates(): Promise<HostCandidate[]> {
-    return inventory.hostCandidates(db);
+    return hostCandidates(db);
   }
 
   const acts = {
@@ -374,11 +374,11 @@ export function createControlActivities(deps: ControlActivityDeps) {
 
     /** Per-host limits on concurrent outgoing/incoming migrations; extra ones queue. */
     async acquireMigrationSlots(input: { operationId: string; sourceHostId: string; targetHostId: string }): Promise<{ granted: boolean; reason?: string }> {
-      return capacity.acquireMigrationSlots(db, input);
+      return acquireMigrationSlots(db, input);
     },
 
     async releaseMigrationSlots(input: { operationId: string }): Promise<void> {
-      await capacity.releaseMigrationSlots(db, input);
+      await releaseMigrationSlots(db, input);
     },
 
     /** Stage 1: capacity on B, VM marked migrating. Idempotent by operationId. */

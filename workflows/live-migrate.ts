@@ -320,7 +320,6 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
     }
     await ctl.recordMigrationActivated({ operationId, vmId: input.vmId, hostId: progress.targetHostId! });
     await on(sourceHost, activationProfile).cleanupSource({ vmId: input.vmId });
-    await ctl.releaseMigrationSlots({ operationId });
     progress.stageTimingsMs.activation = Date.now() - stageStarted;
     progress.state = 'completed';
     progress.stage = 'done';
