@@ -1,0 +1,34 @@
+// The deterministic hypervisor simulator (ARCHITECTURE.md section 2): a whole simulated cluster
+// persisted in one SQLite file, and a HypervisorDriver per host over it.
+import type { HypervisorDriver } from '../hypervisor.js';
+import type { Simulator } from './simulator.js';
+
+export {
+  Simulator,
+  diskPath,
+  parseDiskPath,
+  type SimulatorOptions,
+  type SimHostInput,
+  type SimDatastoreInput,
+  type SimLinkInput,
+  type SimImageInput,
+  type SimSnapshot,
+  type SimVmSnapshot,
+  type SimMigrationSnapshot,
+} from './simulator.js';
+export { SimDriver } from './driver.js';
+export { ManualClock } from './clock.js';
+export { FAULT_KINDS, FAULT_STEPS, type SimFault, type SimFaultInput, type SimFaultKind, type SimFaultStep } from './faults.js';
+export {
+  evaluateMigration,
+  DEFAULT_DOWNTIME_LIMIT_MS,
+  DEFAULT_LINK_BANDWIDTH_BYTES_PER_SEC,
+  type MigrationModelInput,
+  type MigrationView,
+  type ParamSegment,
+} from './model.js';
+
+/** The driver of one simulated host (same as sim.forHost(hostId)). */
+export function createSimDriver(sim: Simulator, hostId: string): HypervisorDriver {
+  return sim.forHost(hostId);
+}
