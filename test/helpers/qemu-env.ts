@@ -1,0 +1,82 @@
+// Shared plumbing for the real-QEMU tests: skip reason when QEMU is absent, unique temp state
+// folders, and a sweeper that SIGKILLs every process whose command line mentions a test folder
+// (daemonized QEMUs are not our children, so nothing else would reap them).
+import { execFileSync } from 'node:child_process';
+import { promises as fs } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+function has(bin: string): boolean {
+  try {
+    execFileSync(bin, ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The only reason the qemu tier may skip: the binaries are not installed. */
+export const qemuSkipReason: string | false = has('qemu-system-x86_64') && has('qemu-img')
+  ? false
+  : 'qemu-system-x86_64 / qemu-img not installed (apt-get install qemu-system-x86 qemu-utils)';
+if (qemuSkipReason) console.log(`# SKIP qemu tests: ${qemuSkipReason}`);
+
+/** A short unique temp folder (QMP socket paths must stay under 108 bytes). */
+export async function tempRoot(prefix = 'fq-'): Promise<string> {
+  return fs.mkdtemp(path.join(os.tmpdir(), prefix));
+}
+
+/** pids of live processes whose argv contains `needle`. */
+export async function pidsMentioning(needle: string): Promise<number[]> {
+  const out: number[] = [];
+  for (const name of await fs.readdir('/proc')) {
+    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
+    try {
+      const stat = await fs.readFile(`/proc/${name}/stat`, 'utf8');
+      if (stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z') continue;
+      const cmd = await fs.readFile(`/proc/${name}/cmdline`, 'utf8');
+      if (cmd.includes(needle)) out.push(Number(name));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+/** SIGKILLs every process started under `root`, then removes the folder. */
+export async function sweep(root: string): Promise<void> {
+  for (const pid of await pidsMentioning(root)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  await fs.rm(root, { recursive: true, force: true });
+}
+
+/** Polls `cond` until true; fails with `what` after timeoutMs (conditions, not sleeps). */
+export async function waitFor<T>(what: string, cond: () => Promise<T | false | undefined | null>, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await cond();
+      if (v) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/** Every file left under `dir`, relative (empty when dir is missing). */
+export async function filesUnder(dir: string): Promise<string[]> {
+  try {
+    const entries = await fs.readdir(dir, { recursive: true, withFileTypes: true });
+    return entries.filter((e) => !e.isDirectory()).map((e) => path.relative(dir, path.join(e.parentPath ?? e.path, e.name)));
+  } catch {
+    return [];
+  }
+}
