@@ -438,7 +438,22 @@ export class SimDriver implements HypervisorDriver {
       const row = this.requireVm(vmId);
       if (row.state === 'running') return toRuntime(row);
       if (row.state === 'postmigrate') {
-        throw invalidState(`vm ${vmId} on ${this.hostId} is postmigrate after a completed migration; resuming it would run the guest twice`, true);
+        // QEMU lets `cont` resume a postmigrate source; the workflow does it only when it knows the
+        // commit did not happen (B's copy is then paused, never activated). The simulator refuses
+        // when the guest already runs elsewhere: that resume would run it twice.
+        const elsewhere = this.sim.store.all<{ host_id: string }>(
+          "SELECT host_id FROM vms WHERE vm_id = ? AND host_id != ? AND state = 'running'",
+          vmId,
+          this.hostId,
+        );
+        if (elsewhere.length > 0) {
+          throw invalidState(
+            `vm ${vmId} on ${this.hostId} is postmigrate and the guest runs on ${elsewhere.map((e) => e.host_id).join(', ')}; resuming it would run the guest twice`,
+            true,
+          );
+        }
+        this.sim.setVmState(this.hostId, vmId, 'running', nowV);
+        return toRuntime(this.sim.vmRow(this.hostId, vmId)!);
       }
       if (row.state !== 'paused') throw invalidState(`vm ${vmId} on ${this.hostId} is ${row.state}; only a paused vm resumes`, true);
       const m = this.openMigrationFrom(vmId);
@@ -641,7 +656,7 @@ export class SimDriver implements HypervisorDriver {
     });
   }
 
-  /** Disks the destination cannot reach: refused without copyDisks, else planned onto its roomiest datastore. */
+  /** Disks the destination cannot reach: refused without copyDisks, else planned onto its local (then roomiest) datastore. */
   private diskPlan(spec: VmSpec, target: string, copyDisks: boolean): DiskCopyPlan[] {
     const files = [...spec.disks, ...(spec.seedPath ? [spec.seedPath] : [])];
     const unreachable = files.filter((p) => {
@@ -657,7 +672,8 @@ export class SimDriver implements HypervisorDriver {
     const candidates = this.sim
       .datastoresOf(target)
       .map((d) => ({ d, free: d.capacity_bytes - this.sim.usedBytes(d.id) }))
-      .sort((a, b) => b.free - a.free || (a.d.id < b.d.id ? -1 : 1));
+      // the host's own (unshared) datastores first, then the roomiest
+      .sort((a, b) => a.d.shared - b.d.shared || b.free - a.free || (a.d.id < b.d.id ? -1 : 1));
     const need = unreachable.reduce((s, p) => s + (this.sim.diskRow(p)?.virtual_size_bytes ?? 0), 0);
     const dest = candidates[0];
     if (!dest || dest.free < need) {

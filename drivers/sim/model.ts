@@ -314,8 +314,8 @@ export function evaluateMigration(input: MigrationModelInput, atV: number): Migr
       return switchover(force, elapsed + e, remaining, transferred + sent);
     }
 
-    // the round completed at roundEnd <= at
-    completed += 1;
+    // the round completed at roundEnd <= at (an empty round repeated while idle is not a new one)
+    if (!(r.durationMs === 0 && prev?.durationMs === 0)) completed += 1;
     transferred += r.sentBytes;
     elapsed += r.durationMs;
     t = input.startV + elapsed;
