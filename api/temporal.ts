@@ -45,7 +45,8 @@ export async function startWorkflow(
       ...(opts.searchAttributes?.length ? { typedSearchAttributes: opts.searchAttributes } : {}),
     });
     const runId = handle.firstExecutionRunId;
-    return { workflowId: opts.workflowId, runId, operationId: runId, webUiUrl: webUiUrl(d, opts.workflowId, runId) };
+    // The link names the workflow (the UI opens its latest run, which this one is).
+    return { workflowId: opts.workflowId, runId, operationId: runId, webUiUrl: webUiUrl(d, opts.workflowId) };
   } catch (e) {
     if (e instanceof WorkflowExecutionAlreadyStartedError) throw await alreadyRunning(d, opts.workflowId);
     throw e;

@@ -26,9 +26,12 @@ import { startWorkflow } from '../temporal.js';
 export const newVmId = () => `vm-${randomBytes(6).toString('hex')}`;
 export const newTemplateId = () => `tpl-${randomBytes(6).toString('hex')}`;
 
-/** States each lifecycle action may start from. */
+/**
+ * States each action may start from: the control activity's table (getVmForLifecycle), minus the
+ * no-ops it tolerates on a retry (start on running, stop on stopped) which a caller should hear about.
+ */
 const ALLOWED: Record<LifecycleAction, readonly VmState[]> = {
-  start: ['stopped', 'error'],
+  start: ['stopped'],
   stop: ['running', 'paused'],
   reboot: ['running'],
   delete: ['stopped', 'running', 'paused', 'error'],
@@ -201,8 +204,8 @@ export function vmRoutes(app: FastifyInstance, ctx: ApiContext): void {
     async (req, reply) => {
       const em = ctx.db.em();
       const vm = await findVm(em, req.params.id);
-      if (vm.state === 'provisioning' || vm.state === 'migrating') {
-        throw conflict(`cannot make a template of vm ${vm.id} while it is ${vm.state}`, { vmId: vm.id, state: vm.state });
+      if (vm.state !== 'stopped' && vm.state !== 'running') {
+        throw conflict(`cannot make a template of vm ${vm.id} while it is ${vm.state} (allowed from: stopped, running)`, { vmId: vm.id, state: vm.state });
       }
       if (await em.findOne(Template, { name: req.body.name })) throw conflict(`template name ${req.body.name} is already in use`, { field: 'name' });
       const templateId = newTemplateId();

@@ -37,7 +37,7 @@ describe('POST /v1/vms', () => {
     assert.equal(t.temporal.starts.length, 1);
     const s = t.temporal.starts[0]!;
     assert.equal(body.operationId, s.runId);
-    assert.equal(body.webUiUrl, `http://ui.test:8233/namespaces/default/workflows/provision-web-ok/${s.runId}`);
+    assert.equal(body.webUiUrl, 'http://ui.test:8233/namespaces/default/workflows/provision-web-ok');
     assert.equal(s.workflowType, 'provisionVm');
     assert.equal(s.taskQueue, 'tapi-ferry-control');
     assert.deepEqual(s.searchAttributes, { VmId: body.vmId });
@@ -150,6 +150,14 @@ describe('POST /v1/vms', () => {
     assert.equal(await vmCount(t.db, { name: 'taken' }), 1);
   });
 
+  it('concurrent requests for one name: exactly one 202, the rest 409, one workflow', async () => {
+    const results = await Promise.all(Array.from({ length: 6 }, () => t.call('POST', '/v1/vms', { ...good, name: 'race' })));
+    const codes = results.map((r) => r.statusCode).sort();
+    assert.deepEqual(codes, [202, 409, 409, 409, 409, 409], results.map((r) => r.body).join('\n'));
+    assert.equal(t.temporal.starts.length, 1);
+    assert.equal(await vmCount(t.db, { name: 'race' }), 1);
+  });
+
   it('409 when the provision workflow is already running; the new Vm row is removed', async () => {
     t.temporal.failNextStart = new WorkflowExecutionAlreadyStartedError('already started', 'provision-dup', 'provisionVm');
     await addOperation(t.db, { id: 'op-dup', workflowId: 'provision-dup', kind: 'provision' });
@@ -230,6 +238,7 @@ describe('VM lifecycle', () => {
     await addVm(t.db, { id: 'vm-stopped', name: 'stopped', state: 'stopped' });
     await addVm(t.db, { id: 'vm-mig', name: 'mig', state: 'migrating' });
     await addVm(t.db, { id: 'vm-prov', name: 'prov', state: 'provisioning' });
+    await addVm(t.db, { id: 'vm-err', name: 'err', state: 'error' });
     await addVm(t.db, { id: 'vm-busy', name: 'busy', state: 'running' });
     await addOperation(t.db, { id: 'op-busy', workflowId: 'migrate-vm-busy', kind: 'migration', vmId: 'vm-busy', state: 'running' });
   });
@@ -246,7 +255,7 @@ describe('VM lifecycle', () => {
     const b = res.json();
     assert.equal(b.workflowId, 'vm-stop-vm-run');
     assert.equal(b.operationId, s.runId);
-    assert.match(b.webUiUrl, /\/namespaces\/default\/workflows\/vm-stop-vm-run\//);
+    assert.equal(b.webUiUrl, 'http://ui.test:8233/namespaces/default/workflows/vm-stop-vm-run');
   });
 
   it('409 when the same action is already running', async () => {
@@ -273,6 +282,7 @@ describe('VM lifecycle', () => {
       ['/v1/vms/vm-stopped/reboot', 'stopped'],
       ['/v1/vms/vm-mig/stop', 'migrating'],
       ['/v1/vms/vm-prov/reboot', 'provisioning'],
+      ['/v1/vms/vm-err/start', 'error'],
     ] as const) {
       const res = await t.call('POST', url);
       assert.equal(res.statusCode, 409, `${url}: ${res.body}`);
@@ -315,6 +325,9 @@ describe('VM lifecycle', () => {
     });
     const dup = await t.call('POST', '/v1/vms/vm-stopped/templates', { name: 'small' });
     assert.equal(dup.statusCode, 409, 'template name in use');
+    const busy = await t.call('POST', '/v1/vms/vm-prov/templates', { name: 'from-prov' });
+    assert.equal(busy.statusCode, 409);
+    assert.equal(busy.json().state, 'provisioning');
     const bad = await t.call('POST', '/v1/vms/vm-stopped/templates', { name: 'Bad Name' });
     assert.equal(bad.statusCode, 400);
     assert.equal(bad.json().fields[0].field, 'name');
