@@ -148,3 +148,25 @@ describe('sim disks', () => {
     sim.close();
   });
 });
+
+describe('sim topology', () => {
+  test('upserts validate their input and removeHost refuses a host with VMs', async () => {
+    const { sim, a } = openTestCluster();
+    assert.throws(() => sim.upsertHost({ id: 'Host A', cpuModel: 'x', cpuFeatures: [], cpus: 1, memoryBytes: GiB, networks: [] }), /host\.id/);
+    assert.throws(() => sim.upsertHost({ id: 'host-d', cpuModel: 'x', cpuFeatures: [], cpus: -1, memoryBytes: GiB, networks: [] }), /host\.cpus/);
+    assert.throws(() => sim.upsertDatastore({ id: 'ds-x', shared: false, capacityBytes: GiB, throughputBytesPerSec: MiB, hostIds: ['host-a', 'host-b'] }), /not shared/);
+    assert.throws(() => sim.upsertDatastore({ id: 'ds-x', shared: true, capacityBytes: GiB, throughputBytesPerSec: MiB, hostIds: ['host-q'] }), /host-q/);
+    assert.throws(() => sim.upsertLink({ a: 'host-a', b: 'host-a', bandwidthBytesPerSec: MiB }), /must differ/);
+    assert.throws(() => sim.upsertImage({ path: 'sim://shared/x.qcow2', datastoreId: 'shared', sizeBytes: 0 }), /image\.sizeBytes/);
+    sim.upsertLink({ a: 'host-b', b: 'host-a', bandwidthBytesPerSec: 100 * MiB });
+    sim.upsertHost({ id: 'host-d', cpuModel: 'x', cpuFeatures: ['sse4_2'], cpus: 4, memoryBytes: 8 * GiB, networks: ['default'] });
+    const info = await sim.forHost('host-d').hostInfo();
+    assert.deepEqual([info.hostId, info.datastores, info.networks, info.migrationAddress], ['host-d', [], ['default'], 'sim://host-d']);
+    await a.createDisk({ name: 'vm-1-root', datastoreId: 'local-a', sizeBytes: GiB, source: { kind: 'blank' } });
+    await a.defineVm({ vmId: 'vm-1', name: 'vm-1', cpus: 1, memoryBytes: GiB, disks: ['sim://local-a/vm-1-root.qcow2'], cpuFeatures: [] });
+    assert.throws(() => sim.removeHost('host-a'), /vm-1/);
+    sim.removeHost('host-d');
+    assert.deepEqual(sim.listHosts().map((h) => h.id), ['host-a', 'host-b', 'host-c']);
+    sim.close();
+  });
+});
