@@ -919,8 +919,10 @@ export function createQemuDriver(options: QemuDriverOptions): QemuDriver {
           await spawn(vmId, spec, true);
           await qmp(vmId, 'migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] });
           const taken = new Set<string>();
-          for (const other of await driver.listVms().catch(() => [])) {
-            const u = other.vmId !== vmId ? (await readRuntime(other.vmId)).incomingUri : undefined;
+          // ports handed to this host's other incoming VMs (their QEMU may not be listening yet)
+          for (const other of await fs.readdir(path.join(stateDir, 'vms')).catch(() => [] as string[])) {
+            if (other === vmId) continue;
+            const u = (await readJson<RuntimeRecord>(path.join(stateDir, 'vms', other, 'runtime.json')).catch(() => undefined))?.incomingUri;
             if (u) taken.add(u);
           }
           let uri: string | undefined;

@@ -189,6 +189,31 @@ describe('qemu live migration A -> B (real QEMU, TCG)', { skip: qemuSkipReason }
     await B.activateIncoming(spec.vmId);
   });
 
+  it('agent restart mid-migration: a new source driver instance steers the held migration to completion', async () => {
+    const spec = await runningOnA();
+    const { uri } = await B.prepareIncoming(spec);
+    await A.startMigration(spec.vmId, { uri, hold: true, autoSwitchover: true, maxBandwidthBytesPerSec: 64 * MiB });
+    await waitFor('pre-copy round 2', async () => (await A.migrationStatus(spec.vmId)).round >= 2);
+    await A.close(); // the host agent dies; QEMU and the migration go on
+    const A2 = createQemuDriver({ hostId: 'host-a', stateDir: path.join(root, 'a'), datastores: [{ id: 'shared', path: shared, shared: true }] });
+    try {
+      assert.equal((await A2.migrationStatus(spec.vmId)).status, 'active');
+      // steering from the new instance: throttle ceiling and bandwidth reach QEMU
+      await A2.setMigrationParams(spec.vmId, { throttlePct: 40, maxBandwidthBytesPerSec: 96 * MiB });
+      const p = await A2.qmp<Record<string, number>>(spec.vmId, 'query-migrate-parameters');
+      assert.equal(p['max-cpu-throttle'], 40);
+      assert.equal(p['max-bandwidth'], 96 * MiB);
+      assert.equal(p['downtime-limit'], 1, 'still held');
+      // release the hold: the persisted autoSwitchover makes the new instance continue by itself
+      await A2.setMigrationParams(spec.vmId, { hold: false, downtimeLimitMs: 2000 });
+      await waitFor('completed', async () => (await A2.migrationStatus(spec.vmId)).status === 'completed');
+      assert.equal((await A2.vmStatus(spec.vmId))?.state, 'postmigrate');
+      assert.equal((await B.activateIncoming(spec.vmId)).state, 'running');
+    } finally {
+      await A2.close();
+    }
+  });
+
   it('bad migration input is refused with the field named', async () => {
     const spec = await runningOnA();
     await assert.rejects(A.startMigration(spec.vmId, { uri: 'exec:rm -rf /' }), (e: DriverError) => e.code === 'INVALID_ARGUMENT' && /uri/.test(e.message));
