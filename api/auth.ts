@@ -25,8 +25,8 @@ export interface AdminToken {
   token: string;
   /** true when this call created the token file */
   generated: boolean;
-  /** the token file, or null when the token came from FERRY_API_TOKEN */
-  path: string | null;
+  /** the token file; absent when the token came from FERRY_API_TOKEN */
+  path?: string;
 }
 
 /**
@@ -35,7 +35,7 @@ export interface AdminToken {
  * the file is created exclusively ('wx') and the loser reads the winner's.
  */
 export function resolveAdminToken(config: Pick<FerryConfig, 'apiToken' | 'dataDir'>): AdminToken {
-  if (config.apiToken) return { token: config.apiToken, generated: false, path: null };
+  if (config.apiToken) return { token: config.apiToken, generated: false };
   const path = join(config.dataDir, TOKEN_FILE);
   const existing = readToken(path);
   if (existing !== undefined) return { token: existing, generated: false, path };

@@ -2,7 +2,7 @@
 // hosts), so they are right across worker restarts and with several workers and API replicas:
 // every scrape resets the metrics from createMetrics() and sets them from the records. Workers
 // keep their own process-local copies on their own registry/port.
-import type { Registry } from 'prom-client';
+import { Registry } from 'prom-client';
 import type { Db } from '../db/orm.js';
 import { Allocation, Host, Operation, OPERATION_KINDS } from '../db/entities.js';
 import { createMetrics, type Metrics } from '../metrics/index.js';
@@ -21,8 +21,26 @@ export interface FleetMetrics {
   render(): Promise<string>;
 }
 
+/**
+ * ferry's metrics on `registry`: created there, or (when the process already called
+ * createMetrics on it, as the all-in-one entrypoint does) the ones already registered.
+ */
+export function metricsOn(registry: Registry): Metrics {
+  if (!registry.getSingleMetric('ferry_migrations_total')) return createMetrics(registry);
+  const probe = createMetrics(new Registry());
+  const found: Record<string, unknown> = { registry };
+  for (const [key, m] of Object.entries(probe)) {
+    if (key === 'registry') continue;
+    const name = (m as unknown as { name: string }).name;
+    const existing = registry.getSingleMetric(name);
+    if (!existing) throw new Error(`metrics registry holds some ferry metrics but not ${name}`);
+    found[key] = existing;
+  }
+  return found as Metrics;
+}
+
 export function createFleetMetrics(db: Db, registry: Registry): FleetMetrics {
-  const metrics = createMetrics(registry);
+  const metrics = metricsOn(registry);
   // Scrapes are serialised: two concurrent scrapes must not interleave reset() and set().
   let chain: Promise<unknown> = Promise.resolve();
 

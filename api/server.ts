@@ -9,6 +9,9 @@ import { createDb } from '../db/orm.js';
 import { buildApp, type ApiDeps } from './app.js';
 import { resolveAdminToken, roleTokensFromEnv } from './auth.js';
 
+export { resolveAdminToken } from './auth.js';
+export type { ApiDeps } from './app.js';
+
 export interface ApiServer {
   url: string;
   close(): Promise<void>;

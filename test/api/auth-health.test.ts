@@ -7,6 +7,7 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
+import { createMetrics } from '../../metrics/index.js';
 import { resolveAdminToken, roleTokensFromEnv } from '../../api/auth.js';
 import { startApiServer } from '../../api/server.js';
 import { Allocation } from '../../db/entities.js';
@@ -72,7 +73,7 @@ const value = (samples: Sample[], name: string, labels: Record<string, string> =
 // ---------------------------------------------------------------- tests
 describe('resolveAdminToken', () => {
   it('uses FERRY_API_TOKEN when set', () => {
-    assert.deepEqual(resolveAdminToken({ apiToken: ADMIN, dataDir: '/nonexistent' }), { token: ADMIN, generated: false, path: null });
+    assert.deepEqual(resolveAdminToken({ apiToken: ADMIN, dataDir: '/nonexistent' }), { token: ADMIN, generated: false });
   });
 
   it('generates one token into <dataDir>/api-token with mode 0600 and reuses it', () => {
@@ -259,6 +260,22 @@ describe('auth, probes, metrics, docs', () => {
     }
     const list = (await t.call('GET', '/v1/sim/faults', undefined, VIEWER)).json();
     assert.equal(list.items.length, 1);
+  });
+});
+
+describe('a registry that already holds ferry metrics', () => {
+  it('is reused (the all-in-one process registers createMetrics itself)', async () => {
+    const registry = new Registry();
+    createMetrics(registry, { defaultMetrics: true });
+    const t = await startTestApi({ deps: { registry } });
+    try {
+      await addOperation(t.db, { id: 'm1', workflowId: 'migrate-vm-a', kind: 'migration', subkind: 'live', state: 'completed', endedAt: new Date() });
+      const { samples, types } = parseProm((await t.call('GET', '/metrics', undefined, null)).body);
+      assert.equal(value(samples, 'ferry_migrations_total', { kind: 'live', result: 'completed' }), 1);
+      assert.ok([...types.keys()].some((k) => k.startsWith('ferry_process_')), 'default metrics still there');
+    } finally {
+      await t.close();
+    }
   });
 });
 

@@ -170,7 +170,7 @@ export async function startTestApi(opts: { simulator?: boolean; config?: Partial
   const { db, dir } = await createApiTestDb();
   const temporal = new FakeTemporal();
   const config = testConfig(dir, opts.config);
-  const registry = new Registry();
+  const registry = opts.deps?.registry ?? new Registry();
   const faults: unknown[] = [];
   const simulator = opts.simulator
     ? {
