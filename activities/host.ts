@@ -227,7 +227,7 @@ export function createHostActivities(deps: HostActivityDeps) {
         await driver.cancelMigration(input.vmId);
       }
       const vm = await driver.vmStatus(input.vmId);
-      if (vm && vm.state !== 'running') await driver.resumeVm(input.vmId);
+      if (vm && vm.state !== 'running') await driver.resumeVm(input.vmId, { afterCompletedMigration: st.status === 'completed' });
       return driver.vmStatus(input.vmId);
     },
 

@@ -200,7 +200,11 @@ export interface HypervisorDriver {
   stopVm(vmId: string, opts: { timeoutMs: number; force: boolean }): Promise<VmRuntime>;
   rebootVm(vmId: string): Promise<VmRuntime>;
   pauseVm(vmId: string): Promise<VmRuntime>;
-  resumeVm(vmId: string): Promise<VmRuntime>;
+  /**
+   * Resumes a paused VM. A source left in `postmigrate` by a completed transfer is resumed only
+   * with `afterCompletedMigration` (the workflow read the commit back and knows it did not happen).
+   */
+  resumeVm(vmId: string, opts?: { afterCompletedMigration?: boolean }): Promise<VmRuntime>;
   /** stops (forced) and forgets the VM; idempotent; keeps disks */
   destroyVm(vmId: string): Promise<void>;
   vmStatus(vmId: string): Promise<VmRuntime | null>;
