@@ -7,7 +7,7 @@ import { createDb, migrateUp, resolveDatabaseTarget } from '../../db/orm.js';
 import { DatabaseUnavailableError, ValidationError } from '../../db/errors.js';
 import { sqliteMigrations } from '../../db/migrations/sqlite/index.js';
 import { postgresMigrations } from '../../db/migrations/postgres/index.js';
-import { createTestDb, dbKinds, type TestDb } from '../helpers/db.js';
+import { createTestDb, dbKinds, PG_TEST_URL, type TestDb } from '../helpers/db.js';
 
 const TABLES = ['allocation', 'datastore', 'host', 'ip_allocation', 'ip_pool', 'network', 'operation', 'template', 'vm'];
 
@@ -38,9 +38,30 @@ for (const kind of dbKinds()) {
     });
 
     it('the committed migrations produce exactly the schema db/entities.ts describes', async () => {
-      // other test files' schemas live in the same PostgreSQL database: compare ours only
-      const diff = await t.db.orm.schema.getUpdateSchemaSQL({ wrap: false, schema: t.db.schema });
-      assert.equal(diff.trim(), '', `entities and migrations differ; run npx tsx db/tools/create-migration.ts:\n${diff}`);
+      if (kind === 'sqlite') {
+        const diff = await t.db.orm.schema.getUpdateSchemaSQL({ wrap: false });
+        assert.equal(diff.trim(), '', `entities and migrations differ; run npx tsx db/tools/create-migration.ts:\n${diff}`);
+        return;
+      }
+      // PostgreSQL introspection reads every schema of the database, and other test files create
+      // and drop theirs meanwhile: compare in a throw-away database of our own.
+      const name = `ferry_diff_${process.pid}_${Date.now()}`;
+      const admin = t.db.em().getConnection();
+      await admin.execute(`create database "${name}"`);
+      try {
+        const u = new URL(PG_TEST_URL);
+        u.pathname = `/${name}`;
+        const own = await createDb({ databaseUrl: u.toString(), dataDir: t.dataDir });
+        try {
+          await migrateUp(own);
+          const diff = await own.orm.schema.getUpdateSchemaSQL({ wrap: false });
+          assert.equal(diff.trim(), '', `entities and migrations differ; run npx tsx db/tools/create-migration.ts:\n${diff}`);
+        } finally {
+          await own.close();
+        }
+      } finally {
+        await admin.execute(`drop database if exists "${name}"`);
+      }
     });
 
     it('two processes migrating a fresh database at once both succeed', async () => {
