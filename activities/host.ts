@@ -258,9 +258,14 @@ export function createHostActivities(deps: HostActivityDeps) {
   return withFailureMapping(acts);
 }
 
+/**
+ * Where a disk or seed named `name` lives on a datastore, for compensations registered before the
+ * step that learns the path: the drivers name files `<datastore>/<name>.<ext>` (sim://<ds>/ for
+ * the simulator); seeds are .iso (sim) or .img (qemu).
+ */
 function diskPathCandidates(driver: HypervisorDriver, dsPath: string, input: { datastoreId: string; name: string }): string[] {
-  if (driver.kind === 'sim') return [`sim://${input.datastoreId}/${input.name}.qcow2`];
-  return [`${dsPath}/${input.name}.qcow2`];
+  const base = driver.kind === 'sim' ? `sim://${input.datastoreId}/${input.name}` : `${dsPath}/${input.name}`;
+  return ['.qcow2', '.iso', '.img'].map((ext) => base + ext);
 }
 
 export type HostActivities = ReturnType<typeof createHostActivities>;

@@ -22,6 +22,9 @@ export interface ClusterSpec {
     cpuOvercommit?: number;
     memoryOvercommit?: number;
     maintenance?: boolean;
+    /** default 'sim'; qemu hosts are written to the database only (their agent owns the driver) */
+    driver?: 'sim' | 'qemu';
+    migrationAddress?: string;
   }>;
   datastores: Array<{ id: string; shared: boolean; capacityGiB: number; throughputMiBps: number; hostIds: string[] }>;
   links?: Array<{ a: string; b: string; bandwidthMiBps: number }>;
@@ -36,6 +39,8 @@ export interface ClusterSpec {
     owner?: string;
     department?: string;
     tags?: string[];
+    /** real image file (qemu); default: a simulator image on the first datastore */
+    imagePath?: string;
   }>;
   networks: Array<{ id: string; name: string; cidr: string; gateway: string; dns: string[]; vlan?: number; rangeStart: string; rangeEnd: string; hostIds: string[] }>;
   /** VMs that already run when the cluster comes up (demo); written straight to both sides */
@@ -57,8 +62,8 @@ export interface ClusterSpec {
   }>;
 }
 
-export function templateImagePath(t: { id: string; datastoreIds: string[] }): string {
-  return `sim://${t.datastoreIds[0]}/templates/${t.id}.qcow2`;
+export function templateImagePath(t: { id: string; datastoreIds: string[]; imagePath?: string }): string {
+  return t.imagePath ?? `sim://${t.datastoreIds[0]}/templates/${t.id}.qcow2`;
 }
 
 export async function seedCluster(db: Db, sim: Simulator | undefined, spec: ClusterSpec): Promise<{ created: boolean }> {
@@ -67,7 +72,7 @@ export async function seedCluster(db: Db, sim: Simulator | undefined, spec: Clus
   const netNames = (hostId: string) => spec.networks.filter((n) => n.hostIds.includes(hostId)).map((n) => n.name);
 
   for (const h of spec.hosts) {
-    sim?.upsertHost({ id: h.id, cpuModel: h.cpuModel, cpuFeatures: h.cpuFeatures, cpus: h.cpus, memoryBytes: h.memoryMiB * MiB, networks: h.networks ?? netNames(h.id) });
+    if ((h.driver ?? 'sim') === 'sim') sim?.upsertHost({ id: h.id, cpuModel: h.cpuModel, cpuFeatures: h.cpuFeatures, cpus: h.cpus, memoryBytes: h.memoryMiB * MiB, networks: h.networks ?? netNames(h.id) });
     if (await em.findOne(Host, { id: h.id })) continue;
     em.create(Host, {
       id: h.id,
@@ -81,8 +86,8 @@ export async function seedCluster(db: Db, sim: Simulator | undefined, spec: Clus
       memoryOvercommit: h.memoryOvercommit ?? 1,
       maintenance: h.maintenance ?? false,
       state: 'up',
-      driver: 'sim',
-      migrationAddress: null,
+      driver: h.driver ?? 'sim',
+      migrationAddress: h.migrationAddress ?? null,
       tags: h.tags ?? [],
       maxOutgoingMigrations: 2,
       maxIncomingMigrations: 2,
@@ -96,7 +101,7 @@ export async function seedCluster(db: Db, sim: Simulator | undefined, spec: Clus
   for (const l of spec.links ?? []) sim?.upsertLink({ a: l.a, b: l.b, bandwidthBytesPerSec: l.bandwidthMiBps * MiB });
   for (const t of spec.templates) {
     const imagePath = templateImagePath(t);
-    for (const ds of t.datastoreIds) sim?.upsertImage({ path: ds === t.datastoreIds[0] ? imagePath : `sim://${ds}/templates/${t.id}.qcow2`, datastoreId: ds, sizeBytes: t.diskGiB * GiB });
+    if (!t.imagePath) for (const ds of t.datastoreIds) sim?.upsertImage({ path: ds === t.datastoreIds[0] ? imagePath : `sim://${ds}/templates/${t.id}.qcow2`, datastoreId: ds, sizeBytes: t.diskGiB * GiB });
     if (await em.findOne(Template, { id: t.id })) continue;
     em.create(Template, {
       id: t.id,

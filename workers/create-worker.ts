@@ -57,6 +57,9 @@ export async function createHostAgent(opts: WorkerBase & { driver: HypervisorDri
     taskQueue: hostQueue(opts.driver.hostId, opts.prefix),
     activities: createHostActivities({ driver: opts.driver, pollMs: opts.pollMs }),
     maxConcurrentActivityTaskExecutions: 40,
+    // heartbeats carry cancellation: send them at least every second so a cancelled disk copy
+    // or pre-copy watch stops promptly (the default throttle is 80% of the heartbeat timeout)
+    maxHeartbeatThrottleInterval: '1 second',
   });
 }
 

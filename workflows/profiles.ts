@@ -1,5 +1,5 @@
 // Named activity option profiles. Every number says why it is what it is.
-import type { ActivityOptions } from '@temporalio/workflow';
+import { ActivityCancellationType, type ActivityOptions } from '@temporalio/workflow';
 import { PROFILE_NON_RETRYABLE_TYPES } from './lib/error-types.js';
 
 const nonRetryableErrorTypes = PROFILE_NON_RETRYABLE_TYPES;
@@ -21,6 +21,9 @@ export const hostQuickProfile: ActivityOptions = {
 /** Disk copies and imports: long, so they heartbeat; a dead agent is detected in 15 s. */
 export const diskProfile: ActivityOptions = {
   startToCloseTimeout: '6 hours',
+  // a cancelled copy must have stopped (and removed its partial file) before the saga's
+  // delete-disk runs, or the copy could finish after the compensation
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
   heartbeatTimeout: '15 seconds',
   retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds', maximumAttempts: 5, nonRetryableErrorTypes },
 };

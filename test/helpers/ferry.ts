@@ -2,7 +2,7 @@
 // simulated cluster, and ferry's workers on task queues unique to the test. Later features reuse
 // these helpers instead of wiring their own.
 import { Client, Connection, WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
-import { NativeConnection, type Worker } from '@temporalio/worker';
+import { DefaultLogger, NativeConnection, Runtime, type Worker } from '@temporalio/worker';
 import { execa, type ResultPromise } from 'execa';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -17,6 +17,13 @@ import { startDevServer, type DevServer } from '../../workers/dev-server.js';
 import { PROJECT_ROOT } from '../../workers/temporal-cli.js';
 import { controlQueue, type ProvisionInput } from '../../workflows/definitions.js';
 import { Vm } from '../../db/entities.js';
+
+// Workers log state changes at INFO; tests only want warnings and errors.
+try {
+  Runtime.install({ logger: new DefaultLogger('WARN') });
+} catch {
+  /* already installed by another helper in this process */
+}
 
 let ownServer: Promise<DevServer> | undefined;
 

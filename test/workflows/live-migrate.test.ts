@@ -55,7 +55,7 @@ async function operationOf(f: TestFerry, h: WorkflowHandle) {
 
 describe('LiveMigrate', () => {
   let f: TestFerry;
-  before(async () => (f = await startTestFerry({ cluster: smallCluster({ hosts: 3, features: [['sse4_2', 'avx', 'avx2'], ['sse4_2', 'avx', 'avx2'], ['sse4_2']] }), timeScale: 100 })));
+  before(async () => (f = await startTestFerry({ cluster: smallCluster({ hosts: 3, memoryMiB: 256 * 1024, features: [['sse4_2', 'avx', 'avx2'], ['sse4_2', 'avx', 'avx2'], ['sse4_2']] }), timeScale: 100 })));
   after(async () => f?.close());
 
   test('happy path: ends running on B only, A holds nothing, rounds and downtime match the model', async () => {
