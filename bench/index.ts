@@ -1,0 +1,77 @@
+// `npm run bench`: ferry's benchmarks, in order, each against a baseline measured in the same
+// run. It is a report: a missed goal is printed, not fatal; a benchmark that crashes makes the
+// exit code non-zero (the others still run).
+import { existsSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
+import { DefaultLogger, Runtime, type LogEntry } from '@temporalio/worker';
+
+// Before anything else installs the SDK runtime: warnings and errors only, minus the host agents'
+// "No workflows registered" notice (they run activities only, by design).
+Runtime.install({
+  logger: new DefaultLogger('WARN', (entry: LogEntry) => {
+    if (entry.message.startsWith('No workflows registered')) return;
+    console.error(`[${entry.level}] ${entry.message}`, entry.meta ? JSON.stringify(entry.meta) : '');
+  }),
+});
+const { benchFerryVsBare, benchReservations, benchSimVsModel } = await import('./sim.js');
+
+const QEMU_BENCH = fileURLToPath(new URL('./qemu.ts', import.meta.url));
+
+interface Bench {
+  title: string;
+  run: (log: (line: string) => void) => Promise<unknown>;
+}
+
+async function qemuBinary(): Promise<string | undefined> {
+  const r = await execa('qemu-system-x86_64', ['--version'], { reject: false });
+  return r.exitCode === 0 ? r.stdout.split('\n')[0] : undefined;
+}
+
+const BENCHES: Bench[] = [
+  { title: '1. ferry LiveMigrate vs a bare Temporal workflow (same activity count)', run: (log) => benchFerryVsBare({ runs: 10, log }) },
+  { title: '2. simulator vs analytic pre-copy model (simulatePrecopy)', run: (log) => benchSimVsModel({ log }) },
+  { title: '3. placement reservations on SQLite: concurrent vs sequential', run: (log) => benchReservations({ n: 200, hosts: 4, log }) },
+  {
+    title: '4. QEMU (bench/qemu.ts)',
+    async run(log) {
+      const version = await qemuBinary();
+      if (!version) return log('skipped: qemu-system-x86_64 is not on PATH');
+      if (!existsSync(QEMU_BENCH)) return log('skipped: bench/qemu.ts does not exist (yet)');
+      log(`using ${version}`);
+      const mod = (await import(QEMU_BENCH)) as { benchQemu?: () => Promise<string[]> };
+      if (typeof mod.benchQemu !== 'function') throw new Error('bench/qemu.ts does not export benchQemu(): Promise<string[]>');
+      for (const line of await mod.benchQemu()) log(line);
+    },
+  },
+];
+
+async function main(): Promise<number> {
+  const started = performance.now();
+  console.log(`ferry bench — ${new Date().toISOString()} — node ${process.version}, ${process.platform}/${process.arch}`);
+  const failed: string[] = [];
+  for (const b of BENCHES) {
+    console.log('');
+    console.log(`=== ${b.title} ===`);
+    const t0 = performance.now();
+    try {
+      await b.run((line) => console.log(line));
+      console.log(`--- ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    } catch (err) {
+      failed.push(b.title);
+      console.log(`CRASHED: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    }
+  }
+  console.log('');
+  console.log(`total ${((performance.now() - started) / 1000).toFixed(1)} s; ${failed.length ? `${failed.length} benchmark(s) crashed: ${failed.join('; ')}` : 'no benchmark crashed'}`);
+  return failed.length ? 1 : 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  },
+);
