@@ -17,10 +17,13 @@ Runtime.install({
 });
 const { benchFerryVsBare, benchReservations, benchSimVsModel } = await import('./sim.js');
 
-const QEMU_BENCH = fileURLToPath(new URL('./qemu.ts', import.meta.url));
+const QEMU_BENCH_URL = new URL('./qemu.ts', import.meta.url);
+const QEMU_BENCH = fileURLToPath(QEMU_BENCH_URL);
 
 interface Bench {
   title: string;
+  /** a benchmark still running after this is reported as crashed (the run goes on) */
+  timeoutMs?: number;
   run: (log: (line: string) => void) => Promise<unknown>;
 }
 
@@ -35,12 +38,13 @@ const BENCHES: Bench[] = [
   { title: '3. placement reservations on SQLite: concurrent vs sequential', run: (log) => benchReservations({ n: 200, hosts: 4, log }) },
   {
     title: '4. QEMU (bench/qemu.ts)',
+    timeoutMs: 240_000,
     async run(log) {
       const version = await qemuBinary();
       if (!version) return log('skipped: qemu-system-x86_64 is not on PATH');
       if (!existsSync(QEMU_BENCH)) return log('skipped: bench/qemu.ts does not exist (yet)');
       log(`using ${version}`);
-      const mod = (await import(QEMU_BENCH)) as { benchQemu?: () => Promise<string[]> };
+      const mod = (await import(QEMU_BENCH_URL.href)) as { benchQemu?: () => Promise<string[]> };
       if (typeof mod.benchQemu !== 'function') throw new Error('bench/qemu.ts does not export benchQemu(): Promise<string[]>');
       for (const line of await mod.benchQemu()) log(line);
     },
@@ -56,7 +60,14 @@ async function main(): Promise<number> {
     console.log(`=== ${b.title} ===`);
     const t0 = performance.now();
     try {
-      await b.run((line) => console.log(line));
+      const limit = b.timeoutMs ?? 180_000;
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        b.run((line) => console.log(line)),
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`timed out after ${limit / 1000} s`)), limit);
+        }),
+      ]).finally(() => clearTimeout(timer));
       console.log(`--- ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     } catch (err) {
       failed.push(b.title);

@@ -66,6 +66,8 @@ interface HistoryFacts {
   activityRunMs: Array<{ type: string; ms: number }>;
   /** server time from WorkflowExecutionStarted to WorkflowExecutionCompleted */
   serverMs: number;
+  /** median ms from a task's Scheduled to its Started event (workflow and activity tasks): matching + poll latency */
+  dispatchMs: number;
 }
 
 /** Counts what a run actually executed, from its history (ActivityTaskScheduled events etc.). */
@@ -75,6 +77,8 @@ async function historyFacts(handle: WorkflowHandle): Promise<HistoryFacts> {
   const scheduled = new Map<string, string>();
   const started = new Map<string, number>();
   const activityRunMs: HistoryFacts['activityRunMs'] = [];
+  const scheduledAt = new Map<string, number>();
+  const dispatch: number[] = [];
   let workflowTasks = 0;
   let first = NaN;
   let last = NaN;
@@ -84,15 +88,21 @@ async function historyFacts(handle: WorkflowHandle): Promise<HistoryFacts> {
     if (e.workflowExecutionStartedEventAttributes) first = at;
     if (e.workflowExecutionCompletedEventAttributes) last = at;
     if (e.workflowTaskCompletedEventAttributes) workflowTasks++;
+    if (e.workflowTaskScheduledEventAttributes || e.activityTaskScheduledEventAttributes) scheduledAt.set(id, at);
+    if (e.workflowTaskStartedEventAttributes) dispatch.push(at - (scheduledAt.get(String(e.workflowTaskStartedEventAttributes.scheduledEventId)) ?? at));
     if (e.activityTaskScheduledEventAttributes) scheduled.set(id, e.activityTaskScheduledEventAttributes.activityType?.name ?? '?');
-    if (e.activityTaskStartedEventAttributes) started.set(String(e.activityTaskStartedEventAttributes.scheduledEventId), at);
+    if (e.activityTaskStartedEventAttributes) {
+      const sid = String(e.activityTaskStartedEventAttributes.scheduledEventId);
+      started.set(sid, at);
+      dispatch.push(at - (scheduledAt.get(sid) ?? at));
+    }
     const done = e.activityTaskCompletedEventAttributes;
     if (done) {
       const sid = String(done.scheduledEventId);
       activityRunMs.push({ type: scheduled.get(sid) ?? '?', ms: at - (started.get(sid) ?? at) });
     }
   }
-  return { events: events.length, activities: scheduled.size, workflowTasks, activityRunMs, serverMs: last - first };
+  return { events: events.length, activities: scheduled.size, workflowTasks, activityRunMs, serverMs: last - first, dispatchMs: dispatch.length ? median(dispatch) : 0 };
 }
 
 // ------------------------------------------------------------ 1. ferry LiveMigrate vs bare
@@ -218,7 +228,7 @@ export async function benchFerryVsBare(opts: FerryVsBareOptions = {}): Promise<s
     }
 
     const counts = [...new Set(ferryFacts.map((x) => x.activities))].join('/');
-    const med = (xs: HistoryFacts[], k: 'events' | 'workflowTasks' | 'serverMs') => median(xs.map((x) => x[k]));
+    const med = (xs: HistoryFacts[], k: 'events' | 'workflowTasks' | 'serverMs' | 'dispatchMs') => median(xs.map((x) => x[k]));
     say(`runs: ${runs} migrations h1 -> h2, one at a time, each followed by its bare twin (after 1 warm-up of each)`);
     say(`activities per migration (ActivityTaskScheduled in history): ${counts}; bare runs the same count`);
     say('');
@@ -229,6 +239,7 @@ export async function benchFerryVsBare(opts: FerryVsBareOptions = {}): Promise<s
     say(`${padEnd('server ms start->complete, median', 34)}${pad(f1(med(ferryFacts, 'serverMs')), 10)}${pad(f1(med(bareFacts, 'serverMs')), 10)}`);
     say(`${padEnd('history events, median', 34)}${pad(med(ferryFacts, 'events'), 10)}${pad(med(bareFacts, 'events'), 10)}`);
     say(`${padEnd('workflow tasks, median', 34)}${pad(med(ferryFacts, 'workflowTasks'), 10)}${pad(med(bareFacts, 'workflowTasks'), 10)}`);
+    say(`${padEnd('task dispatch ms (sched->start)', 34)}${pad(f1(med(ferryFacts, 'dispatchMs')), 10)}${pad(f1(med(bareFacts, 'dispatchMs')), 10)}`);
     const actSum = (xs: HistoryFacts[]) => median(xs.map((x) => x.activityRunMs.reduce((s, a) => s + a.ms, 0)));
     say(`${padEnd('ms inside activities, median', 34)}${pad(f1(actSum(ferryFacts)), 10)}${pad(f1(actSum(bareFacts)), 10)}`);
 
