@@ -38,6 +38,16 @@ export async function temporalAddress(): Promise<string> {
   return (await ownServer).address;
 }
 
+/**
+ * Stops the dev server temporalAddress() started for this process (a test file run alone, a
+ * benchmark), so the process can exit; a no-op under `npm test`, whose runner owns the server.
+ */
+export async function stopOwnTemporal(): Promise<void> {
+  const s = ownServer;
+  ownServer = undefined;
+  if (s) await (await s).stop();
+}
+
 const GiB = 1024 ** 3;
 
 /** A small cluster: `n` identical hosts, a shared datastore, one template, one /24 network. */

@@ -1,0 +1,307 @@
+// ferry on REAL QEMU for workflow tests and the qemu benchmark: two or three qemu "hosts" (each a
+// short state folder on this machine) that reach one SHARED datastore folder under the same id and
+// path (so a live migration moves no disk), a template qcow2 built from the test guest, the
+// inventory seeded with driver 'qemu' and the CPU features the qemu driver reports, the control
+// worker and one host agent per host — in this process, or for hosts listed in `processAgents` as
+// a child process running workers/qemu-agent.ts (SIGKILL-able) — on a task-queue prefix unique to
+// this instance, against the run's Temporal dev server (test/helpers/ferry.ts temporalAddress()).
+import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
+import { NativeConnection, type Worker } from '@temporalio/worker';
+import { execa, type ResultPromise } from 'execa';
+import { randomUUID } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { createDb, migrateUp, type Db } from '../../db/orm.js';
+import { Vm } from '../../db/entities.js';
+import { createQemuDriver, type QemuDatastoreConfig, type QemuDriver } from '../../drivers/qemu/index.js';
+import { readPidFile } from '../../drivers/qemu/process.js';
+import { seedCluster, type ClusterSpec } from '../../workers/cluster-spec.js';
+import { createControlWorker, createHostAgent, runWorkers } from '../../workers/create-worker.js';
+import { PROJECT_ROOT } from '../../workers/temporal-cli.js';
+import { controlQueue, workflowIds, type LiveMigrateInput, type ProvisionInput } from '../../workflows/definitions.js';
+import { temporalAddress } from './ferry.js';
+import { buildGuest, readHeartbeat, type GuestImages, type GuestKind } from './qemu-guest.js';
+import { pidsMentioning, sweep, tempRoot } from './qemu-env.js';
+
+const MiB = 1024 ** 2;
+
+export interface QemuHost {
+  id: string;
+  stateDir: string;
+  portRange: [number, number];
+  agent: 'in-process' | 'process';
+}
+
+export interface AgentProcess {
+  hostId: string;
+  child: ResultPromise;
+  /** everything the agent printed */
+  output(): string;
+  /** SIGKILL by default; resolves once the process is gone */
+  kill(signal?: NodeJS.Signals): Promise<void>;
+}
+
+export interface QemuFerryOptions {
+  /** host ids (default qa, qb) */
+  hosts?: string[];
+  /** hosts whose agent runs as a child process (workers/qemu-agent.ts) instead of in-process */
+  processAgents?: string[];
+  /** the template's guest (default: dirtying 16 MiB of memory) */
+  guest?: GuestKind;
+  /** first port of the incoming-migration ranges; each host gets the next 100 (default 47600) */
+  basePort?: number;
+  /** how often host activities poll QEMU (default 20 ms) */
+  pollMs?: number;
+}
+
+export interface QemuFerry {
+  client: Client;
+  db: Db;
+  address: string;
+  prefix: string;
+  root: string;
+  databaseUrl: string;
+  hosts: QemuHost[];
+  /** the shared datastore (same id and path on every host) */
+  datastore: QemuDatastoreConfig;
+  guest: GuestImages;
+  templateId: string;
+  networkId: string;
+  /** the network's name (what the drivers offer) */
+  networkName: string;
+  cluster: ClusterSpec;
+  /** the in-process agent's driver of a host (the one the agent uses: QMP is one client per VM) */
+  driver(hostId: string): QemuDriver;
+  host(hostId: string): QemuHost;
+  /** writes the Vm row (state provisioning) and starts provisionVm, as startTestFerry's provision() */
+  provision(input: Partial<ProvisionInput> & { name: string }): Promise<WorkflowHandle>;
+  migrate(input: LiveMigrateInput): Promise<WorkflowHandle>;
+  /** starts workers/qemu-agent.ts for a `processAgents` host; resolves when it polls */
+  spawnAgent(hostId: string): Promise<AgentProcess>;
+  /** live QEMU processes of a VM on every host (pid files and /proc command lines) */
+  qemuProcesses(vmId: string): Promise<Array<{ hostId: string; pid: number }>>;
+  /** the guest's heartbeat counter through the host's in-process driver */
+  heartbeat(hostId: string, vmId: string): Promise<number>;
+  /** every file left for a VM on a host (its state folder) */
+  vmFolder(hostId: string, vmId: string): string;
+  /** kills a VM's QEMU on every host and removes its folders and disks (test clean-up) */
+  destroyEverywhere(vmId: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** The cluster spec for qemu hosts as the drivers report them. */
+export function qemuClusterSpec(hosts: Array<{ id: string; cpuModel: string; cpuFeatures: string[]; cpus: number; memoryMiB: number }>, opts: { datastoreId: string; templateId: string; imagePath: string; networkId: string; networkName: string }): ClusterSpec {
+  const ids = hosts.map((h) => h.id);
+  return {
+    hosts: hosts.map((h) => ({ ...h, driver: 'qemu' as const, migrationAddress: '127.0.0.1' })),
+    datastores: [{ id: opts.datastoreId, shared: true, capacityGiB: 100, throughputMiBps: 500, hostIds: ids }],
+    templates: [{ id: opts.templateId, name: opts.templateId, os: 'ferry-test-guest', datastoreIds: [opts.datastoreId], diskGiB: 1, minMemoryMiB: 64, imagePath: opts.imagePath }],
+    networks: [{ id: opts.networkId, name: opts.networkName, cidr: '10.9.0.0/24', gateway: '10.9.0.1', dns: ['10.9.0.2'], rangeStart: '10.9.0.10', rangeEnd: '10.9.0.200', hostIds: ids }],
+  };
+}
+
+export async function startQemuFerry(opts: QemuFerryOptions = {}): Promise<QemuFerry> {
+  const address = await temporalAddress();
+  const prefix = `q${randomUUID().slice(0, 8)}-`;
+  // short: QMP socket paths must stay under 108 bytes
+  const root = await tempRoot('fqf-');
+  const hostIds = opts.hosts ?? ['qa', 'qb'];
+  const processAgents = new Set(opts.processAgents ?? []);
+  const basePort = opts.basePort ?? 47600;
+  const hosts: QemuHost[] = hostIds.map((id, i) => ({
+    id,
+    stateDir: path.join(root, id),
+    portRange: [basePort + i * 100, basePort + i * 100 + 99],
+    agent: processAgents.has(id) ? 'process' : 'in-process',
+  }));
+  const datastore: QemuDatastoreConfig = { id: 'qshared', path: path.join(root, 'shared'), shared: true };
+  const networkName = 'qnet';
+  const guest = await buildGuest(opts.guest ?? { kind: 'dirty', dirtyBytes: 16 * MiB });
+  const databaseUrl = path.join(root, 'ferry.sqlite');
+  const db = await createDb({ databaseUrl, dataDir: root });
+  await migrateUp(db);
+
+  const driverOptions = (h: QemuHost) => ({ hostId: h.id, stateDir: h.stateDir, datastores: [datastore], networks: [networkName], portRange: h.portRange, cpus: 4, memoryBytes: 4096 * MiB });
+  const drivers = new Map<string, QemuDriver>();
+  for (const h of hosts) if (h.agent === 'in-process') drivers.set(h.id, createQemuDriver(driverOptions(h)));
+  // the inventory holds what the driver reports (CPU model and features in particular)
+  const infos = [];
+  for (const h of hosts) {
+    const d = drivers.get(h.id) ?? createQemuDriver(driverOptions(h));
+    const info = await d.hostInfo();
+    if (!drivers.has(h.id)) await d.close();
+    infos.push({ id: h.id, cpuModel: info.cpuModel, cpuFeatures: info.cpuFeatures, cpus: info.cpus, memoryMiB: Math.floor(info.memoryBytes / MiB) });
+  }
+  const templateId = 'tpl-qguest';
+  const networkId = 'net-q';
+  const cluster = qemuClusterSpec(infos, { datastoreId: datastore.id, templateId, imagePath: guest.qcow2, networkId, networkName });
+  await seedCluster(db, undefined, cluster);
+
+  const clientConn = await Connection.connect({ address });
+  const client = new Client({ connection: clientConn, namespace: 'default' });
+  const connection = await NativeConnection.connect({ address });
+  const workers: Worker[] = [await createControlWorker({ connection, namespace: 'default', prefix, deps: { db } })];
+  for (const h of hosts) {
+    const d = drivers.get(h.id);
+    if (d) workers.push(await createHostAgent({ connection, namespace: 'default', prefix, driver: d, pollMs: opts.pollMs ?? 20 }));
+  }
+  const running = runWorkers(workers);
+  const agents: AgentProcess[] = [];
+  const touchedVms = new Set<string>();
+
+  const hostOf = (hostId: string): QemuHost => {
+    const h = hosts.find((x) => x.id === hostId);
+    if (!h) throw new Error(`no qemu host ${hostId} in this ferry (hosts: ${hostIds.join(', ')})`);
+    return h;
+  };
+
+  const ferry: QemuFerry = {
+    client,
+    db,
+    address,
+    prefix,
+    root,
+    databaseUrl,
+    hosts,
+    datastore,
+    guest,
+    templateId,
+    networkId,
+    networkName,
+    cluster,
+    driver(hostId) {
+      const d = drivers.get(hostId);
+      if (!d) throw new Error(`host ${hostId} runs its agent in a child process: its QMP sockets belong to that agent`);
+      return d;
+    },
+    host: hostOf,
+    async provision(input) {
+      const vmId = input.vmId ?? `vm-${randomUUID().slice(0, 8)}`;
+      touchedVms.add(vmId);
+      const em = db.em();
+      em.create(Vm, {
+        id: vmId,
+        name: input.name,
+        state: 'provisioning',
+        cpus: input.cpus ?? 1,
+        memoryMiB: input.memoryMiB ?? 64,
+        diskGiB: input.diskGiB ?? 1,
+        diskPaths: [],
+        cpuFeatures: [],
+        tags: input.tags ?? [],
+        workload: null,
+      });
+      await em.flush();
+      const full: ProvisionInput = {
+        vmId,
+        cpus: 1,
+        memoryMiB: 64,
+        diskGiB: 1,
+        source: { kind: 'template', templateId, linked: true },
+        networkId,
+        ...input,
+      };
+      return client.workflow.start('provisionVm', { taskQueue: controlQueue(prefix), workflowId: `${workflowIds.provision(input.name)}-${prefix}`, args: [full] });
+    },
+    async migrate(input) {
+      touchedVms.add(input.vmId);
+      return client.workflow.start('liveMigrate', { taskQueue: controlQueue(prefix), workflowId: `${workflowIds.migrate(input.vmId)}-${prefix}-${randomUUID().slice(0, 4)}`, args: [input] });
+    },
+    async spawnAgent(hostId) {
+      const h = hostOf(hostId);
+      if (h.agent !== 'process') throw new Error(`host ${hostId} runs its agent in-process (list it in processAgents)`);
+      const child = execa(process.execPath, ['--import', 'tsx', 'workers/qemu-agent.ts'], {
+        cwd: PROJECT_ROOT,
+        reject: false,
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: {
+          FERRY_HOST_ID: h.id,
+          FERRY_QEMU_STATE_DIR: h.stateDir,
+          FERRY_QEMU_DATASTORES: JSON.stringify([datastore]),
+          FERRY_QEMU_NETWORKS: networkName,
+          FERRY_QEMU_PORT_RANGE: `${h.portRange[0]}-${h.portRange[1]}`,
+          FERRY_QEMU_CPUS: '4',
+          FERRY_QEMU_MEMORY_MIB: '4096',
+          FERRY_QEMU_POLL_MS: String(opts.pollMs ?? 20),
+          TEMPORAL_ADDRESS: address,
+          FERRY_TASK_QUEUE_PREFIX: prefix,
+          DATABASE_URL: databaseUrl,
+          FERRY_DATA_DIR: root,
+          FERRY_WORKER_METRICS: 'off',
+          FERRY_LOG_LEVEL: 'WARN',
+        },
+      });
+      let out = '';
+      child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+      child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+      const deadline = Date.now() + 60_000;
+      while (!out.includes(' running ')) {
+        if (child.exitCode !== null || Date.now() > deadline) {
+          child.kill('SIGKILL');
+          throw new Error(`qemu agent ${hostId} did not start: ${out}`);
+        }
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const proc: AgentProcess = {
+        hostId,
+        child,
+        output: () => out,
+        async kill(signal = 'SIGKILL') {
+          if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+          await child;
+        },
+      };
+      agents.push(proc);
+      return proc;
+    },
+    async qemuProcesses(vmId) {
+      const out: Array<{ hostId: string; pid: number }> = [];
+      for (const h of hosts) {
+        const dir = path.join(h.stateDir, 'vms', vmId) + path.sep;
+        // /proc command lines (QEMU's argv names its QMP socket inside the VM's folder), so a
+        // process whose pid file was removed still counts; the pid file must agree with them
+        const pids = new Set(await pidsMentioning(dir));
+        const fromFile = await readPidFile(path.join(dir, 'qemu.pid'));
+        if (fromFile !== undefined && pids.size > 0 && !pids.has(fromFile)) throw new Error(`pid file of ${vmId} on ${h.id} says ${fromFile}, /proc says ${[...pids].join(', ')}`);
+        for (const pid of pids) out.push({ hostId: h.id, pid });
+      }
+      return out;
+    },
+    heartbeat(hostId, vmId) {
+      const d = ferry.driver(hostId);
+      return readHeartbeat((c) => d.hmp(vmId, c));
+    },
+    vmFolder(hostId, vmId) {
+      return path.join(hostOf(hostId).stateDir, 'vms', vmId);
+    },
+    async destroyEverywhere(vmId) {
+      for (const h of hosts) {
+        const d = drivers.get(h.id);
+        if (d) await d.destroyVm(vmId).catch(() => undefined);
+        for (const pid of await pidsMentioning(path.join(h.stateDir, 'vms', vmId) + path.sep)) {
+          try {
+            process.kill(pid, 'SIGKILL');
+          } catch {
+            // gone
+          }
+        }
+        await fs.rm(path.join(h.stateDir, 'vms', vmId), { recursive: true, force: true });
+      }
+      for (const f of await fs.readdir(datastore.path).catch(() => [] as string[])) {
+        if (f.startsWith(`${vmId}-`) || f.startsWith(`.${vmId}-`)) await fs.rm(path.join(datastore.path, f), { force: true });
+      }
+    },
+    async close() {
+      for (const a of agents) await a.kill('SIGKILL').catch(() => undefined);
+      for (const vmId of touchedVms) await ferry.destroyEverywhere(vmId).catch(() => undefined);
+      await running.stop().catch(() => undefined);
+      for (const d of drivers.values()) await d.close();
+      await connection.close().catch(() => undefined);
+      await clientConn.close().catch(() => undefined);
+      await db.close();
+      // anything still running under the root (a QEMU the test lost track of) dies here
+      await sweep(root);
+    },
+  };
+  return ferry;
+}
