@@ -158,6 +158,18 @@ interface QueryMigrate {
   'error-desc'?: string;
 }
 
+/**
+ * query-migrate reports the LAST migration of the process, in either direction: a VM that arrived
+ * by an incoming migration reads `{"status":"completed"}` (and nothing else) although it never
+ * sent anything. A completed OUTGOING migration leaves the source in finish-migrate, then
+ * postmigrate; in a runstate a migration can start from, "completed" is stale (an incoming
+ * migration, or an outgoing one rolled back after the commit was known absent): no outgoing
+ * migration is in flight or done, and a new one may start.
+ */
+function staleCompleted(runstate: string): boolean {
+  return runstate === 'running' || runstate === 'paused' || runstate === 'prelaunch';
+}
+
 function mapMigrationStatus(s: string | undefined): MigrationStatusName {
   switch (s) {
     case undefined:
@@ -1004,7 +1016,9 @@ export function createQemuDriver(options: QemuDriverOptions): QemuDriver {
       validateMigrationParams(opts);
       const rt = await readRuntime(vmId);
       const q = await queryMigrate(vmId);
-      const st = q.status ?? 'none';
+      let st = q.status ?? 'none';
+      const rs = await runstate(vmId);
+      if (st === 'completed' && staleCompleted(rs)) st = 'none';
       if (IN_PROGRESS.has(st) || st === 'completed') {
         if (rt.migration?.uri === opts.uri) {
           if (st !== 'completed') await driver.setMigrationParams(vmId, opts);
@@ -1012,7 +1026,6 @@ export function createQemuDriver(options: QemuDriverOptions): QemuDriver {
         }
         throw new DriverError(`vm "${vmId}" already has a migration ${st} to ${rt.migration?.uri ?? 'another destination'}`, 'INVALID_STATE', true);
       }
-      const rs = await runstate(vmId);
       if (rs !== 'running' && rs !== 'paused' && rs !== 'prelaunch') {
         throw new DriverError(`vm "${vmId}" cannot be migrated from runstate ${rs}`, 'INVALID_STATE', true);
       }
@@ -1062,6 +1075,7 @@ export function createQemuDriver(options: QemuDriverOptions): QemuDriver {
         return { ...mapStats({}), status: 'failed', error: `vm "${vmId}" has no QEMU process on host "${hostId}"` };
       }
       let q = await queryMigrate(vmId);
+      if (q.status === 'completed' && staleCompleted(await runstate(vmId))) return mapStats({});
       // the first query that shows completed can read 0 timings: re-query shortly after
       for (let i = 0; i < 10 && q.status === 'completed' && !q['total-time']; i++) {
         await sleep(50);

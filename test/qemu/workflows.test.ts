@@ -79,7 +79,7 @@ describe('ferry workflows on real QEMU (TCG)', { skip: qemuSkipReason }, () => {
     assert.deepEqual(allocs.map((a) => `${a.hostId}:${a.kind}`), [`${hostId}:vm`], 'one allocation, on the host it runs on');
   }
 
-  test('provision from the template (linked clone) on qa, live-migrate to qb while the guest dirties memory', async () => {
+  test('provision from the template (linked clone) on qa, live-migrate to qb while the guest dirties memory, and back', async () => {
     const { vmId, result } = await provisionRunning('qa');
     try {
       // the disk is a linked clone of the template on the shared datastore
@@ -151,6 +151,16 @@ describe('ferry workflows on real QEMU (TCG)', { skip: qemuSkipReason }, () => {
         `downtime ${d.downtimeMs} ms within the limit ${limit} ms + ${SWITCHOVER_LATENCY_ALLOWANCE_MS} ms switchover latency`,
       );
       console.log(`# qemu live migration: downtime ${d.downtimeMs} ms (limit ${limit} ms), ${d.rounds} rounds, ${(d.transferredBytes / MiB).toFixed(1)} MiB, QEMU total ${d.hypervisorTotalTimeMs} ms`);
+
+      // and back: a VM that arrived by migration leaves again (its QEMU still reports the incoming
+      // migration as "completed", which must not read as an outgoing one)
+      const atB = await f.heartbeat('qb', vmId);
+      const back = await outcome<MigrationResult>(await f.migrate({ vmId, targetHostId: 'qa', overrides: { maxBandwidthBytesPerSec: 1024 * MiB } }));
+      assert.ok(back.ok, !back.ok ? back.message : '');
+      assert.deepEqual((await f.qemuProcesses(vmId)).map((p) => p.hostId), ['qa']);
+      assert.equal(await queryStatus('qa', vmId), 'running');
+      assert.ok((await f.heartbeat('qa', vmId)) >= atB, 'the counter continues on qa');
+      assert.equal((await f.db.em().findOneOrFail(Vm, { id: vmId })).hostId, 'qa');
     } finally {
       await f.destroyEverywhere(vmId);
     }
