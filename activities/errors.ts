@@ -2,6 +2,7 @@
 // driver and database errors into ApplicationFailure with one of these types; workflows and
 // retry policies read only the type.
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
+import { Context } from '@temporalio/activity';
 import { DriverError } from '../drivers/hypervisor.js';
 import { NON_RETRYABLE_TYPES } from '../workflows/lib/error-types.js';
 
@@ -73,11 +74,21 @@ export function withFailureMapping<T extends Record<string, (...args: any[]) => 
       try {
         return await fn(...args);
       } catch (err) {
-        // cancellation must reach the SDK as such, not as a failure
+        // cancellation must reach the SDK as such, not as a failure (a driver aborted by the
+        // activity's signal throws its own error)
         if (err instanceof CancelledFailure) throw err;
+        if (activityCancelled()) throw new CancelledFailure(`activity cancelled: ${(err as Error)?.message ?? err}`);
         throw toFailure(err);
       }
     };
   }
   return out as T;
+}
+
+function activityCancelled(): boolean {
+  try {
+    return Context.current().cancellationSignal.aborted;
+  } catch {
+    return false; // not inside an activity (unit tests call the factories directly)
+  }
 }

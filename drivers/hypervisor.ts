@@ -4,6 +4,7 @@
 //
 // A driver instance is bound to ONE host (the host agent of `ferry-host-<hostId>` owns it).
 // Cross-host operations (migration) name the peer by the opaque `uri` the destination hands out.
+import { nameProblem } from '../workflows/lib/names.js';
 
 /** Options for long calls: the activity bridges heartbeats and cancellation through these. */
 export interface LongCallOptions {
@@ -249,14 +250,9 @@ export class DriverError extends Error {
 }
 
 /** Names that reach file systems and process arguments: no shell metacharacters, no path parts. */
-export const SAFE_NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+export { SAFE_NAME } from '../workflows/lib/names.js';
 
 export function assertSafeName(what: string, value: string): void {
-  if (!SAFE_NAME.test(value)) {
-    throw new DriverError(
-      `${what} "${value}" is not a valid name (lowercase letters, digits and '-', 1-63 chars, no leading/trailing '-')`,
-      'INVALID_ARGUMENT',
-      true,
-    );
-  }
+  const problem = nameProblem(what, value);
+  if (problem) throw new DriverError(problem, 'INVALID_ARGUMENT', true);
 }

@@ -4,7 +4,7 @@
 //   control  control worker only;  agents  host agents only;  api  API only
 // With FERRY_DRIVER=sim the simulator's state lives in <FERRY_DATA_DIR>/sim.sqlite and the demo
 // cluster is seeded on first start. Ctrl-C / SIGTERM drains the workers and closes everything.
-import { NativeConnection, Runtime } from '@temporalio/worker';
+import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { Client, Connection } from '@temporalio/client';
 import { Registry } from 'prom-client';
 import { mkdirSync } from 'node:fs';
@@ -118,6 +118,8 @@ export async function startFerry(opts: {
 /** Installs the Temporal runtime once, exporting SDK metrics on the worker metrics port. */
 export function installRuntime(config: FerryConfig): void {
   Runtime.install({
+    // state changes and poller notes are INFO; an operator's terminal wants warnings and errors
+    logger: new DefaultLogger(process.env.FERRY_LOG_LEVEL === 'debug' ? 'DEBUG' : process.env.FERRY_LOG_LEVEL === 'info' ? 'INFO' : 'WARN'),
     telemetryOptions: { metrics: { prometheus: { bindAddress: `0.0.0.0:${config.workerMetricsPort}` } } },
   });
 }

@@ -338,6 +338,7 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
         hypervisorTotalTimeMs: final?.totalTimeMs,
         durationMs: progress.durationMs,
         decisions: progress.decisions,
+        progress: progress.progress,
         activationStuck: false,
       },
     });
@@ -378,6 +379,7 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
           rounds: progress.progress.round,
           transferredBytes: progress.progress.transferredBytes,
           durationMs: progress.durationMs,
+          progress: progress.progress,
         },
       }),
     );

@@ -30,6 +30,7 @@ import {
 import { bootProfile, compensationProfile, dbProfile, diskProfile } from './profiles.js';
 import { Saga } from './lib/saga.js';
 import { describeFailure } from './lib/failures.js';
+import { nameProblem } from './lib/names.js';
 
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
@@ -62,6 +63,14 @@ export async function provisionVm(input: ProvisionInput): Promise<ProvisionResul
     upsertSearchAttributes([{ key: SA.Stage, value: `${n}-${progress.stepName}` }]);
     await ctl.updateOperation({ id: operationId, stage: progress.stepName, details: { stepTimingsMs: progress.stepTimingsMs } });
   };
+
+  // Names reach disk paths, process arguments and cloud-init: refuse a bad one before anything
+  // exists (the API checks too; a workflow started directly must be just as safe).
+  const bad = nameProblem('name', input.name) ?? nameProblem('vmId', input.vmId) ?? (input.hostname !== undefined ? nameProblem('hostname', input.hostname) : undefined);
+  if (bad) {
+    await ctlComp.markVmError({ vmId: input.vmId, error: bad });
+    throw ApplicationFailure.create({ type: 'InvalidArgument', message: bad, nonRetryable: true });
+  }
 
   upsertSearchAttributes([{ key: SA.VmId, value: input.vmId }]);
   await ctl.beginOperation({ id: operationId, workflowId: info.workflowId, runId: info.runId, kind: 'provision', subkind: input.source.kind, vmId: input.vmId });

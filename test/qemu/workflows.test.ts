@@ -304,12 +304,6 @@ describe('ferry workflows on real QEMU (TCG)', { skip: qemuSkipReason }, () => {
 
   test(
     'a bad VM name is refused before placement, also when a valid hostname is given (no disk, no QEMU ever)',
-    {
-      todo:
-        'provisionVm validates input.name nowhere (only the API schema does): with a valid hostname the name reaches ' +
-        'spec.name, which validateVmSpec only checks for non-empty, and QEMU starts; without one, qemu-img makes the ' +
-        'disk before writeSeed refuses the hostname. Fix: validate name (SAFE_NAME) in workflows/provision.ts before step 1.',
-    },
     async () => {
       const vmId = `vm-badname2-${f.prefix.slice(1, 5)}`;
       try {
@@ -317,9 +311,9 @@ describe('ferry workflows on real QEMU (TCG)', { skip: qemuSkipReason }, () => {
         const r = await outcome(h);
         assert.equal(r.ok, false, 'refused');
         assert.match(r.message, /name/);
-        const op = await operationOf(f, h);
-        const comps = ((op.details as { compensations?: Array<{ name: string }> }).compensations ?? []).map((c) => c.name);
-        assert.ok(!comps.includes('delete-disk'), `refused before any disk was made (compensations ran: ${comps.join(', ')})`);
+        // refused before step 1: no operation was even begun, so no disk was made and undone
+        assert.equal(await f.db.em().count(Operation, { workflowId: h.workflowId }), 0);
+        assert.deepEqual((await filesUnder(f.datastore.path)).filter((x) => x.includes(vmId)), [], 'no disk or seed ever made');
         assert.deepEqual(await f.qemuProcesses(vmId), []);
       } finally {
         await f.destroyEverywhere(vmId);
