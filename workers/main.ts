@@ -65,7 +65,9 @@ export async function startFerry(opts: {
   let connection: NativeConnection | undefined;
   const needsWorkers = role !== 'api';
   if (needsWorkers) {
-    connection = await NativeConnection.connect({ address: opts.temporalAddress });
+    connection = await NativeConnection.connect({ address: opts.temporalAddress }).catch((e: unknown) => {
+      throw new ConfigError('TEMPORAL_ADDRESS', `cannot connect to Temporal at ${opts.temporalAddress}: ${e instanceof Error ? e.message.replace(/\s+/g, ' ').slice(0, 200) : e}`);
+    });
     const workers = [];
     if (role === 'all' || role === 'workers' || role === 'control') {
       workers.push(await createControlWorker({ connection, namespace: config.temporalNamespace, prefix: opts.prefix, deps: { db, faults: sim ? simFaultHook(sim) : undefined } }));
