@@ -1,0 +1,396 @@
+// DELIBERATELY INCOMPATIBLE copy of workflows/live-migrate.ts, for test/replay/replay.test.ts:
+// replaying the committed liveMigrate histories against this bundle must fail with a
+// DeterminismViolationError. It is the change a well-meaning edit could make without `patched()`:
+// one extra activity (a second vmStatus on A, "make sure it still runs before reserving") inserted
+// after the slot is granted and before stage 1, so a run recorded by the real workflow has
+// different commands from that point on. Everything else is the real workflow as of the
+// committed histories; it does not need to track later edits of live-migrate.ts. Never import
+// this file from ferry code.
+//
+import {
+  ApplicationFailure,
+  CancellationScope,
+  condition,
+  isCancellation,
+  proxyActivities,
+  setHandler,
+  sleep,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { ControlActivities } from '../../activities/control.js';
+import type { HostActivities } from '../../activities/host.js';
+import type { MigrationStats } from '../../drivers/hypervisor.js';
+import {
+  MIGRATION_STAGES,
+  SA,
+  cancelMigrationSignal,
+  hostQueue,
+  migrationProgressQuery,
+  prefixOfControlQueue,
+  setMigrationParamsUpdate,
+  switchoverUpdate,
+  type LiveMigrateInput,
+  type MigrationProgress,
+  type MigrationResult,
+  type MigrationStage,
+} from '../../workflows/definitions.js';
+import { activationProfile, compensationProfile, dbProfile, hostQuickProfile, watchProfile } from '../../workflows/profiles.js';
+import { Saga } from '../../workflows/lib/saga.js';
+import { describeFailure, failureType } from '../../workflows/lib/failures.js';
+import { PolicyError, resolvePolicy, type ConvergencePolicy } from '../../workflows/lib/policies.js';
+import { applyOperatorChange, decide, initialControllerState, initialMigrationParams, type ControllerState } from '../../workflows/lib/convergence.js';
+
+/** How long one watchPrecopy activity samples before the controller looks (ms). */
+const WATCH_WINDOW_MS = 1000;
+/** How often a queued migration re-asks for a slot. */
+const QUEUE_POLL = '1 second';
+
+class Rollback extends Error {
+  constructor(
+    message: string,
+    readonly cancelled = false,
+  ) {
+    super(message);
+  }
+}
+
+export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationResult> {
+  const info = workflowInfo();
+  const prefix = prefixOfControlQueue(info.taskQueue);
+  const operationId = info.runId;
+  const ctl = proxyActivities<ControlActivities>(dbProfile);
+  const ctlComp = proxyActivities<ControlActivities>(compensationProfile);
+  const on = (hostId: string, profile = hostQuickProfile) => proxyActivities<HostActivities>({ ...profile, taskQueue: hostQueue(hostId, prefix) });
+
+  let policy: ConvergencePolicy;
+  try {
+    policy = resolvePolicy(input.policy, (input.overrides ?? {}) as Record<string, unknown>);
+  } catch (err) {
+    const field = err instanceof PolicyError ? err.field : 'policy';
+    throw ApplicationFailure.create({ type: 'InvalidArgument', message: (err as Error).message, nonRetryable: true, details: [{ field }] });
+  }
+
+  const startedAt = Date.now();
+  const progress: MigrationProgress = {
+    migrationId: info.workflowId,
+    vmId: input.vmId,
+    kind: 'live',
+    state: 'running',
+    stage: 'pre-migration',
+    stageIndex: 0,
+    sourceHostId: '',
+    targetHostId: input.targetHostId,
+    policy: policy.name,
+    awaitingApproval: false,
+    progress: {
+      round: 0,
+      transferredBytes: 0,
+      remainingBytes: 0,
+      totalBytes: 0,
+      dirtyRateBytesPerSec: 0,
+      transferRateBytesPerSec: 0,
+      expectedDowntimeMs: 0,
+      percent: 0,
+      verdict: 'unknown',
+      downtimeLimitMs: policy.initialDowntimeMs,
+      throttlePct: 0,
+    },
+    decisions: [],
+    stageTimingsMs: {},
+    compensations: [],
+  };
+
+  // ---- operator steering: cancel, force/approve switchover, bandwidth and downtime
+  let cancelReason: string | undefined;
+  let switchoverRequested: string | undefined;
+  let ctrl: ControllerState | undefined;
+  let committed = false;
+  let migrationStarted = false;
+  let sourceHost = '';
+  const pendingParams: Array<{ maxBandwidthBytesPerSec?: number; downtimeLimitMs?: number }> = [];
+
+  setHandler(migrationProgressQuery, () => progress);
+  setHandler(cancelMigrationSignal, ({ reason } = {}) => {
+    if (!committed) cancelReason = reason || 'cancelled by operator';
+  });
+  setHandler(
+    switchoverUpdate,
+    () => {
+      switchoverRequested = policy.approveSwitchover ? 'approved by operator' : 'forced by operator';
+      decisionLog('switchover', switchoverRequested);
+      return progress;
+    },
+    {
+      validator: () => {
+        if (progress.state !== 'running') throw new Error(`migration is ${progress.state}`);
+        if (progress.stageIndex > 3) throw new Error(`migration is past stop-and-copy (${progress.stage})`);
+      },
+    },
+  );
+  setHandler(
+    setMigrationParamsUpdate,
+    (change) => {
+      if (change.maxDowntimeMs !== undefined && ctrl) {
+        const r = applyOperatorChange(ctrl, { maxDowntimeMs: change.maxDowntimeMs });
+        ctrl = r.state;
+        for (const a of r.actions) if (a.kind === 'set-downtime') pendingParams.push({ downtimeLimitMs: a.ms });
+      }
+      if (change.maxBandwidthBytesPerSec !== undefined) pendingParams.push({ maxBandwidthBytesPerSec: change.maxBandwidthBytesPerSec });
+      decisionLog('operator-params', JSON.stringify(change));
+      return progress;
+    },
+    {
+      validator: (change) => {
+        if (progress.state !== 'running' || progress.stageIndex > 2) throw new Error(`migration is ${progress.state} at ${progress.stage}: parameters can only change during pre-copy`);
+        if (change.maxBandwidthBytesPerSec !== undefined && !(change.maxBandwidthBytesPerSec > 0)) throw new Error('maxBandwidthBytesPerSec must be positive');
+        if (change.maxDowntimeMs !== undefined && !(change.maxDowntimeMs > 0 && change.maxDowntimeMs <= 600_000)) throw new Error('maxDowntimeMs must be in (0, 600000]');
+      },
+    },
+  );
+
+  function decisionLog(action: string, reason: string) {
+    progress.decisions.push({ atMs: Date.now() - startedAt, action, reason });
+  }
+
+  let stageStarted = Date.now();
+  async function enterStage(stage: MigrationStage) {
+    const idx = (MIGRATION_STAGES as readonly string[]).indexOf(stage);
+    if (progress.stage !== stage) progress.stageTimingsMs[progress.stage] = (progress.stageTimingsMs[progress.stage] ?? 0) + (Date.now() - stageStarted);
+    stageStarted = Date.now();
+    progress.stage = stage;
+    if (idx >= 0) progress.stageIndex = idx;
+    upsertSearchAttributes([{ key: SA.Stage, value: idx >= 0 ? `${idx}-${stage}` : stage }]);
+    await ctl.updateOperation({ id: operationId, stage, details: { stageTimingsMs: progress.stageTimingsMs } });
+  }
+
+  function checkCancel() {
+    if (cancelReason) throw new Rollback(cancelReason, true);
+  }
+
+  function absorb(st: MigrationStats) {
+    Object.assign(progress.progress, {
+      round: st.round,
+      transferredBytes: st.transferredBytes,
+      remainingBytes: st.remainingBytes,
+      totalBytes: st.totalBytes,
+      dirtyRateBytesPerSec: st.dirtyRateBytesPerSec,
+      transferRateBytesPerSec: st.transferRateBytesPerSec,
+      expectedDowntimeMs: st.expectedDowntimeMs,
+      throttlePct: st.throttlePct,
+    });
+  }
+
+  upsertSearchAttributes([
+    { key: SA.VmId, value: input.vmId },
+    { key: SA.MigrationKind, value: 'live' },
+  ]);
+  await ctl.beginOperation({ id: operationId, workflowId: info.workflowId, runId: info.runId, kind: 'migration', subkind: 'live', vmId: input.vmId, details: { policy: policy.name, policyKnobs: policy } });
+
+  // compensations retry 3 times on top of their activity's own retry policy, 1 s, 2 s apart
+  const saga = new Saga({ maxAttempts: 3, pauseBetweenAttempts: (a) => sleep(a * 1000) });
+  let final: MigrationStats | undefined;
+  try {
+    // ---------------------------------------------------------------- stage 0: pre-migration
+    await enterStage('pre-migration');
+    const plan = await ctl.planLiveMigration({ vmId: input.vmId, targetHostId: input.targetHostId, operationId });
+    sourceHost = plan.sourceHostId;
+    progress.sourceHostId = plan.sourceHostId;
+    progress.targetHostId = plan.targetHostId;
+    upsertSearchAttributes([
+      { key: SA.SourceHost, value: plan.sourceHostId },
+      { key: SA.TargetHost, value: plan.targetHostId },
+    ]);
+    await ctl.updateOperation({ id: operationId, sourceHostId: plan.sourceHostId, targetHostId: plan.targetHostId, details: { plan: { copyDisks: plan.copyDisks, rejected: plan.rejected } } });
+    const A = on(plan.sourceHostId);
+    const AComp = on(plan.sourceHostId, compensationProfile);
+    const B = on(plan.targetHostId);
+    const BComp = on(plan.targetHostId, compensationProfile);
+    const running = await A.vmStatus({ vmId: input.vmId });
+    if (running?.state !== 'running') {
+      throw ApplicationFailure.create({ type: 'Refused', message: `VM ${input.vmId} is ${running?.state ?? 'not present'} on ${plan.sourceHostId}, not running`, nonRetryable: true });
+    }
+
+    // ---------------------------------------------------------------- per-host migration slots
+    saga.add('release-migration-slots', () => ctlComp.releaseMigrationSlots({ operationId }));
+    for (let queuedSince: number | undefined; ; ) {
+      checkCancel();
+      const slot = await ctl.acquireMigrationSlots({ operationId, sourceHostId: plan.sourceHostId, targetHostId: plan.targetHostId });
+      if (slot.granted) break;
+      if (queuedSince === undefined) {
+        queuedSince = Date.now();
+        await enterStage('queued');
+      }
+      progress.queue = { reason: slot.reason ?? 'waiting for a migration slot', sinceMs: queuedSince };
+      await condition(() => cancelReason !== undefined, QUEUE_POLL);
+    }
+    progress.queue = undefined;
+
+    // THE INCOMPATIBLE CHANGE: an extra activity before stage 1, not behind patched().
+    await A.vmStatus({ vmId: input.vmId });
+
+    // ---------------------------------------------------------------- stage 1: reservation
+    await enterStage('reservation');
+    saga.add('restore-inventory', () => ctlComp.restoreVmAfterRollback({ vmId: input.vmId, hostId: plan.sourceHostId }));
+    saga.add('release-reservation', () => ctlComp.releaseReservation({ operationId }));
+    await ctl.reserveMigrationTarget({ operationId, vmId: input.vmId, targetHostId: plan.targetHostId });
+    checkCancel();
+    saga.add('destroy-destination-copy', () => BComp.destroyDestinationContainer({ vmId: input.vmId }));
+    const { uri } = await B.startDestinationContainer({ spec: plan.spec });
+    checkCancel();
+
+    // ---------------------------------------------------------------- stage 2: iterative pre-copy
+    await enterStage('pre-copy');
+    saga.add('cancel-transfer-resume-source', async () => {
+      await AComp.rollbackSource({ vmId: input.vmId, commitKnownAbsent: true });
+    });
+    const params = initialMigrationParams(policy);
+    // `autoSwitchover` lets the agent continue from pre-switchover by itself (QEMU counts the
+    // paused time as downtime); with operator approval the source is held running instead.
+    await A.startPrecopy({ vmId: input.vmId, uri, params });
+    migrationStarted = true;
+    ctrl = initialControllerState(policy, plan.memoryBytes);
+    progress.progress.downtimeLimitMs = ctrl.downtimeMs;
+    const Awatch = on(plan.sourceHostId, watchProfile);
+    const precopyStart = Date.now();
+    for (;;) {
+      checkCancel();
+      while (pendingParams.length) {
+        const p = pendingParams.shift()!;
+        await A.setMigrationParams({ vmId: input.vmId, params: p });
+        if (p.downtimeLimitMs !== undefined) progress.progress.downtimeLimitMs = p.downtimeLimitMs;
+      }
+      if (switchoverRequested) break;
+      const st = await Awatch.watchPrecopy({ vmId: input.vmId, windowMs: WATCH_WINDOW_MS });
+      absorb(st);
+      if (st.status === 'failed' || st.status === 'cancelled' || st.status === 'none') {
+        throw new Rollback(`pre-copy ${st.status}${st.error ? `: ${st.error}` : ''}`);
+      }
+      if (st.status !== 'setup' && st.status !== 'active') break; // converged: pre-switchover / device / completed
+      const d = decide(ctrl, { ...st, elapsedMs: st.elapsedMs ?? Date.now() - precopyStart });
+      ctrl = d.state;
+      progress.progress.percent = d.progress.percent;
+      progress.progress.etaSeconds = d.progress.etaSec ?? undefined;
+      progress.progress.verdict = d.verdict;
+      progress.progress.downtimeLimitMs = d.progress.downtimeLimitMs;
+      progress.awaitingApproval = d.awaitingApproval !== null;
+      for (const a of d.actions) {
+        decisionLog(a.kind, a.reason);
+        if (a.kind === 'set-downtime') await A.setMigrationParams({ vmId: input.vmId, params: { downtimeLimitMs: a.ms } });
+        else if (a.kind === 'throttle') await A.setMigrationParams({ vmId: input.vmId, params: { throttlePct: a.pct } });
+        else if (a.kind === 'switchover') switchoverRequested = `controller: ${a.reason}`;
+        else if (a.kind === 'abort') throw new Rollback(`convergence controller aborted: ${a.reason}`);
+      }
+    }
+    checkCancel();
+
+    // ---------------------------------------------------------------- stage 3: stop-and-copy
+    await enterStage('stop-and-copy');
+    progress.awaitingApproval = false;
+    final = await on(plan.sourceHostId, watchProfile).stopAndCopy({ vmId: input.vmId, timeoutMs: 10 * 60_000 });
+    absorb(final);
+
+    // ---------------------------------------------------------------- stage 4: commitment
+    await enterStage('commitment');
+    await B.confirmDestinationImage({ vmId: input.vmId });
+    try {
+      await ctl.commitMigration({ operationId, vmId: input.vmId, sourceHostId: plan.sourceHostId, targetHostId: plan.targetHostId });
+      committed = true;
+    } catch (err) {
+      // The outcome is unknown (timed out, lost reply): read the recorded decision back; never guess.
+      committed = (await CancellationScope.nonCancellable(() => ctl.readCommit({ vmId: input.vmId, operationId }))).committed;
+      if (!committed) throw err;
+    }
+  } catch (err) {
+    return rollBack(err);
+  }
+
+  // ---------------------------------------------------------------- stage 5: activation (forward only)
+  // Past the fence: cancellation no longer applies; everything below runs to the end.
+  return CancellationScope.nonCancellable(async () => {
+    await enterStage('activation');
+    const B = on(progress.targetHostId!, activationProfile);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await B.activateOnTarget({ vmId: input.vmId, timeoutMs: 60_000 });
+        break;
+      } catch (err) {
+        // activationProfile retries without limit; we only get here on a non-retryable error.
+        decisionLog('activation-retry', describeFailure(err));
+        await ctl.updateOperation({ id: operationId, details: { activationStuck: true, activationError: describeFailure(err) } });
+        await sleep(Math.min(60_000, 1000 * 2 ** attempt));
+      }
+    }
+    await ctl.recordMigrationActivated({ operationId, vmId: input.vmId, hostId: progress.targetHostId! });
+    await on(sourceHost, activationProfile).cleanupSource({ vmId: input.vmId });
+    progress.stageTimingsMs.activation = Date.now() - stageStarted;
+    progress.state = 'completed';
+    progress.stage = 'done';
+    progress.progress.percent = 100;
+    progress.downtimeMs = final?.downtimeMs;
+    progress.durationMs = Date.now() - startedAt;
+    upsertSearchAttributes([{ key: SA.Stage, value: 'done' }]);
+    await ctl.finishOperation({
+      id: operationId,
+      state: 'completed',
+      details: {
+        stageTimingsMs: progress.stageTimingsMs,
+        rounds: final?.round,
+        transferredBytes: final?.transferredBytes,
+        downtimeMs: final?.downtimeMs,
+        hypervisorTotalTimeMs: final?.totalTimeMs,
+        durationMs: progress.durationMs,
+        decisions: progress.decisions,
+        progress: progress.progress,
+        activationStuck: false,
+      },
+    });
+    return {
+      state: 'completed',
+      vmId: input.vmId,
+      sourceHostId: progress.sourceHostId,
+      targetHostId: progress.targetHostId,
+      downtimeMs: final?.downtimeMs,
+      rounds: final?.round,
+      transferredBytes: final?.transferredBytes,
+    } satisfies MigrationResult;
+  });
+
+  async function rollBack(err: unknown): Promise<never> {
+    const cancelled = (err instanceof Rollback && err.cancelled) || isCancellation(err);
+    const reason = err instanceof Rollback ? err.message : cancelled ? cancelReason ?? 'workflow cancelled' : describeFailure(err);
+    const refused = !migrationStarted && progress.stageIndex === 0 && ['Refused', 'NotFound', 'InvalidArgument', 'Capacity'].includes(failureType(err) ?? '');
+    progress.error = reason;
+    const failedStage = progress.stage;
+    progress.stage = 'rollback';
+    upsertSearchAttributes([{ key: SA.Stage, value: 'rollback' }]);
+    progress.compensations = await saga.compensate((fn) => CancellationScope.nonCancellable(fn));
+    const state = cancelled ? 'cancelled' : refused ? 'failed' : 'rolled-back';
+    progress.state = state;
+    progress.durationMs = Date.now() - startedAt;
+    upsertSearchAttributes([{ key: SA.Stage, value: state }]);
+    await CancellationScope.nonCancellable(() =>
+      ctlComp.finishOperation({
+        id: operationId,
+        state,
+        error: reason,
+        details: {
+          failedStage,
+          compensations: progress.compensations,
+          decisions: progress.decisions,
+          stageTimingsMs: progress.stageTimingsMs,
+          rounds: progress.progress.round,
+          transferredBytes: progress.progress.transferredBytes,
+          durationMs: progress.durationMs,
+          progress: progress.progress,
+        },
+      }),
+    );
+    throw ApplicationFailure.create({
+      type: state === 'failed' ? failureType(err) ?? 'Refused' : state === 'cancelled' ? 'MigrationCancelled' : 'MigrationRolledBack',
+      message: state === 'failed' ? reason : `migration of ${input.vmId} ${state} at ${failedStage}: ${reason}`,
+      nonRetryable: true,
+      details: [{ state, failedStage, compensations: progress.compensations }],
+    });
+  }
+}

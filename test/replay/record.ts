@@ -1,0 +1,122 @@
+// Regenerates the committed histories in test/replay/histories/ that replay.test.ts replays.
+// Runs each scenario on a test ferry (real dev server, fresh database, simulated cluster) and
+// saves `handle.fetchHistory()` in the JSON form other Temporal tools use (the SDK's documented
+// `historyToJSON` from @temporalio/common/lib/proto-utils, through ./history-json.ts, which works
+// around a split protobufjs install; see there).
+//
+//   node --import tsx test/replay/record.ts            all scenarios
+//   node --import tsx test/replay/record.ts migrate-ok just the named ones
+//
+// Re-record only on purpose: a history recorded by the old code is what proves that a changed
+// workflow still replays (or needs `patched()`). Commit the new files with the change that made
+// them necessary and say why.
+import { writeFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { WorkflowHandle } from '@temporalio/client';
+import { controlQueue, workflowIds, type LifecycleInput, type LiveMigrateInput } from '../../workflows/definitions.js';
+import { historyToJSON } from './history-json.js';
+import { outcome, smallCluster, startTestFerry, stopOwnTemporal, type TestFerry } from '../helpers/ferry.js';
+
+export const HISTORIES_DIR = fileURLToPath(new URL('./histories/', import.meta.url));
+const MiB = 1024 ** 2;
+
+interface Scenario {
+  /** file name (without .json) */
+  name: string;
+  /** runs the workflow to its end and returns its handle; `ok` is the expected outcome */
+  run(f: TestFerry): Promise<WorkflowHandle>;
+  ok: boolean;
+}
+
+async function provisionRunning(f: TestFerry, name: string, dirtyMiBps = 100): Promise<string> {
+  const vmId = `vm-${name}`;
+  const r = await outcome(
+    await f.provision({ name, vmId, hostId: 'h1', memoryMiB: 1024, workload: { dirtyRateBytesPerSec: dirtyMiBps * MiB, writableWorkingSetBytes: 512 * MiB } }),
+  );
+  if (!r.ok) throw new Error(`set-up provision of ${name} failed: ${r.message}`);
+  return vmId;
+}
+
+function migrate(f: TestFerry, input: LiveMigrateInput) {
+  return f.client.workflow.start('liveMigrate', { taskQueue: controlQueue(f.prefix), workflowId: `${workflowIds.migrate(input.vmId)}-${f.prefix}`, args: [input] });
+}
+
+export const SCENARIOS: Scenario[] = [
+  {
+    name: 'provision-ok',
+    ok: true,
+    run: (f) => f.provision({ name: 'rec-web', vmId: 'vm-rec-web', extraVolumesGiB: [1] }),
+  },
+  {
+    name: 'provision-compensated',
+    ok: false,
+    async run(f) {
+      // step 3 fails on every attempt: the saga undoes the seed, the IP, the disk, the reservation
+      f.sim.injectFault({ kind: 'fail-step', step: 'writeSeed', vmId: 'vm-rec-fail', count: -1 });
+      return f.provision({ name: 'rec-fail', vmId: 'vm-rec-fail' });
+    },
+  },
+  {
+    name: 'migrate-ok',
+    ok: true,
+    // a dirty rate above the link: several pre-copy windows and throttle decisions (auto-converge)
+    // land in the history, so the replay exercises the convergence controller too
+    run: async (f) =>
+      migrate(f, { vmId: await provisionRunning(f, 'rec-mig', 4000), targetHostId: 'h2', policy: 'minimal-downtime', overrides: { maxRounds: 8, throttleStepSec: 0.5 } }),
+  },
+  {
+    name: 'migrate-rolled-back',
+    ok: false,
+    async run(f) {
+      const vmId = await provisionRunning(f, 'rec-rb');
+      f.sim.injectFault({ kind: 'fail-stage', stage: 2, vmId });
+      return migrate(f, { vmId, targetHostId: 'h2' });
+    },
+  },
+  {
+    name: 'lifecycle-stop',
+    ok: true,
+    async run(f) {
+      const vmId = await provisionRunning(f, 'rec-stop');
+      const input: LifecycleInput = { vmId, action: 'stop' };
+      return f.client.workflow.start('vmLifecycle', { taskQueue: controlQueue(f.prefix), workflowId: `${workflowIds.lifecycle(vmId, 'stop')}-${f.prefix}`, args: [input] });
+    },
+  },
+];
+
+export async function record(names: string[] = []): Promise<string[]> {
+  const chosen = names.length ? SCENARIOS.filter((s) => names.includes(s.name)) : SCENARIOS;
+  const unknown = names.filter((n) => !SCENARIOS.some((s) => s.name === n));
+  if (unknown.length) throw new Error(`unknown scenario(s): ${unknown.join(', ')} (known: ${SCENARIOS.map((s) => s.name).join(', ')})`);
+  mkdirSync(HISTORIES_DIR, { recursive: true });
+  const written: string[] = [];
+  // one ferry for all: the migration scenarios need room on h2, as in the live-migrate tests
+  const f = await startTestFerry({ cluster: smallCluster({ hosts: 3, memoryMiB: 256 * 1024 }), timeScale: 100 });
+  try {
+    for (const s of chosen) {
+      f.sim.clearFaults();
+      const handle = await s.run(f);
+      const r = await outcome(handle);
+      if (r.ok !== s.ok) throw new Error(`${s.name}: expected ${s.ok ? 'success' : 'failure'}, got ${r.ok ? 'success' : `failure: ${r.message}`}`);
+      const history = await handle.fetchHistory();
+      const file = join(HISTORIES_DIR, `${s.name}.json`);
+      // re-indented so a re-recording shows up as a readable diff
+      writeFileSync(file, JSON.stringify(JSON.parse(historyToJSON(history)), null, 2) + '\n');
+      written.push(file);
+      console.log(`${s.name}: ${history.events?.length ?? 0} events -> ${file}`);
+    }
+  } finally {
+    f.sim.clearFaults();
+    await f.close();
+  }
+  return written;
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  try {
+    await record(process.argv.slice(2));
+  } finally {
+    await stopOwnTemporal();
+  }
+}
