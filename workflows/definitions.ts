@@ -4,6 +4,7 @@
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
 import type { PolicyOverrides } from './lib/policies.js';
+import type { MigrationStats } from '../drivers/hypervisor.js';
 
 // ---------------------------------------------------------------- task queues and ids
 export const CONTROL_QUEUE = 'ferry-control';
@@ -151,19 +152,15 @@ export interface MigrationProgress {
   /** waiting for a per-host migration slot: which limit and since when */
   queue?: { reason: string; sinceMs: number };
   awaitingApproval: boolean;
-  progress: {
-    round: number;
-    transferredBytes: number;
-    remainingBytes: number;
-    totalBytes: number;
-    dirtyRateBytesPerSec: number;
-    transferRateBytesPerSec: number;
-    expectedDowntimeMs: number;
+  /** the hypervisor's counters (MigrationStats) plus the controller's view */
+  progress: Pick<
+    MigrationStats,
+    'round' | 'transferredBytes' | 'remainingBytes' | 'totalBytes' | 'dirtyRateBytesPerSec' | 'transferRateBytesPerSec' | 'expectedDowntimeMs' | 'throttlePct'
+  > & {
     percent: number;
     etaSeconds?: number;
     verdict: 'converging' | 'stalled' | 'diverging' | 'unknown';
     downtimeLimitMs: number;
-    throttlePct: number;
   };
   decisions: Array<{ atMs: number; action: string; reason: string }>;
   stageTimingsMs: Record<string, number>;

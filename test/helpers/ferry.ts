@@ -15,7 +15,7 @@ import { createControlWorker, createHostAgent, runWorkers } from '../../workers/
 import { simFaultHook } from '../../workers/main.js';
 import { startDevServer, type DevServer } from '../../workers/dev-server.js';
 import { PROJECT_ROOT } from '../../workers/temporal-cli.js';
-import { controlQueue, type ProvisionInput } from '../../workflows/definitions.js';
+import { controlQueue, workflowIds, type ProvisionInput } from '../../workflows/definitions.js';
 import { Vm } from '../../db/entities.js';
 
 // Workers log state changes at INFO; tests only want warnings and errors.
@@ -165,32 +165,8 @@ export async function startTestFerry(opts: { cluster?: ClusterSpec; timeScale?: 
       children.push(proc);
       return proc;
     },
-    async provision(input) {
-      const vmId = input.vmId ?? `vm-${randomUUID().slice(0, 8)}`;
-      const em = db.em();
-      em.create(Vm, {
-        id: vmId,
-        name: input.name,
-        state: 'provisioning',
-        cpus: input.cpus ?? 1,
-        memoryMiB: input.memoryMiB ?? 512,
-        diskGiB: input.diskGiB ?? 2,
-        diskPaths: [],
-        cpuFeatures: [],
-        tags: input.tags ?? [],
-        workload: input.workload ?? null,
-      });
-      await em.flush();
-      const full: ProvisionInput = {
-        vmId,
-        cpus: 1,
-        memoryMiB: 512,
-        diskGiB: 2,
-        source: { kind: 'template', templateId: cluster.templates[0].id },
-        networkId: cluster.networks[0].id,
-        ...input,
-      };
-      return client.workflow.start('provisionVm', { taskQueue: controlQueue(prefix), workflowId: `provision-${input.name}-${prefix}`, args: [full] });
+    provision(input) {
+      return startProvision({ client, db, prefix }, { cpus: 1, memoryMiB: 512, diskGiB: 2, source: { kind: 'template', templateId: cluster.templates[0].id }, networkId: cluster.networks[0].id }, input);
     },
     async close() {
       for (const c of children) if (c.child.exitCode === null) await c.kill('SIGKILL');
@@ -204,6 +180,33 @@ export async function startTestFerry(opts: { cluster?: ClusterSpec; timeScale?: 
   };
   if ((opts.workers ?? 'in-process') === 'in-process') await ferry.startWorkers();
   return ferry;
+}
+
+/**
+ * Starts provisionVm the way the API does: the Vm row first (state provisioning), then the
+ * workflow (id `provision-<name>-<prefix>`, unique per test), with per-harness defaults.
+ */
+export async function startProvision(
+  ctx: { client: Client; db: Db; prefix: string },
+  defaults: Omit<ProvisionInput, 'vmId' | 'name'>,
+  input: Partial<ProvisionInput> & { name: string },
+): Promise<WorkflowHandle> {
+  const full: ProvisionInput = { vmId: input.vmId ?? `vm-${randomUUID().slice(0, 8)}`, ...defaults, ...input } as ProvisionInput;
+  const em = ctx.db.em();
+  em.create(Vm, {
+    id: full.vmId,
+    name: full.name,
+    state: 'provisioning',
+    cpus: full.cpus,
+    memoryMiB: full.memoryMiB,
+    diskGiB: full.diskGiB,
+    diskPaths: [],
+    cpuFeatures: [],
+    tags: full.tags ?? [],
+    workload: full.workload ?? null,
+  });
+  await em.flush();
+  return ctx.client.workflow.start('provisionVm', { taskQueue: controlQueue(ctx.prefix), workflowId: `${workflowIds.provision(full.name)}-${ctx.prefix}`, args: [full] });
 }
 
 /** Awaits a workflow's result, or returns the failure (for tests that expect one). */

@@ -12,14 +12,13 @@ import { randomUUID } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { createDb, migrateUp, type Db } from '../../db/orm.js';
-import { Vm } from '../../db/entities.js';
 import { createQemuDriver, type QemuDatastoreConfig, type QemuDriver } from '../../drivers/qemu/index.js';
 import { readPidFile } from '../../drivers/qemu/process.js';
 import { seedCluster, type ClusterSpec } from '../../workers/cluster-spec.js';
 import { createControlWorker, createHostAgent, runWorkers } from '../../workers/create-worker.js';
 import { PROJECT_ROOT } from '../../workers/temporal-cli.js';
 import { controlQueue, workflowIds, type LiveMigrateInput, type ProvisionInput } from '../../workflows/definitions.js';
-import { temporalAddress } from './ferry.js';
+import { startProvision, temporalAddress } from './ferry.js';
 import { buildGuest, readHeartbeat, type GuestImages, type GuestKind } from './qemu-guest.js';
 import { pidsMentioning, sweep, tempRoot } from './qemu-env.js';
 
@@ -175,33 +174,10 @@ export async function startQemuFerry(opts: QemuFerryOptions = {}): Promise<QemuF
       return d;
     },
     host: hostOf,
-    async provision(input) {
+    provision(input) {
       const vmId = input.vmId ?? `vm-${randomUUID().slice(0, 8)}`;
       touchedVms.add(vmId);
-      const em = db.em();
-      em.create(Vm, {
-        id: vmId,
-        name: input.name,
-        state: 'provisioning',
-        cpus: input.cpus ?? 1,
-        memoryMiB: input.memoryMiB ?? 64,
-        diskGiB: input.diskGiB ?? 1,
-        diskPaths: [],
-        cpuFeatures: [],
-        tags: input.tags ?? [],
-        workload: null,
-      });
-      await em.flush();
-      const full: ProvisionInput = {
-        vmId,
-        cpus: 1,
-        memoryMiB: 64,
-        diskGiB: 1,
-        source: { kind: 'template', templateId, linked: true },
-        networkId,
-        ...input,
-      };
-      return client.workflow.start('provisionVm', { taskQueue: controlQueue(prefix), workflowId: `${workflowIds.provision(input.name)}-${prefix}`, args: [full] });
+      return startProvision({ client, db, prefix }, { cpus: 1, memoryMiB: 64, diskGiB: 1, source: { kind: 'template', templateId, linked: true }, networkId }, { ...input, vmId });
     },
     async migrate(input) {
       touchedVms.add(input.vmId);
