@@ -117,7 +117,16 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
   if (await portInUse(port)) {
     throw new Error(`cannot start the Temporal dev server: port ${port} is already in use (set TEMPORAL_ADDRESS to use a running server)`);
   }
-  const cli = opts.cliPath ?? (await ensureTemporalCli({ log }));
+  let cli: string;
+  try {
+    cli = opts.cliPath ?? (await ensureTemporalCli({ log }));
+  } catch (err) {
+    if (!/install Go/.test(String((err as Error).message))) throw err;
+    // Neither a temporal binary nor Go: @temporalio/testing can download the dev server itself
+    // (needs internet access to temporal.download, which this project's CI machine does not have).
+    log(`ferry: ${(err as Error).message}; falling back to @temporalio/testing's own download of the dev server`);
+    return startDownloadedDevServer({ ...opts, port, namespace }, log);
+  }
   const args = ['server', 'start-dev', '--port', String(port), '--ip', '127.0.0.1', '--log-level', 'error', '--namespace', namespace];
   if (opts.dbFile) {
     mkdirSync(dirname(opts.dbFile), { recursive: true });
@@ -156,5 +165,29 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
       await child;
       clearTimeout(killer);
     },
+  };
+}
+
+async function startDownloadedDevServer(opts: DevServerOptions & { port: number; namespace: string }, log: Log): Promise<DevServer> {
+  const { TestWorkflowEnvironment } = await import('@temporalio/testing');
+  const { SA } = await import('../workflows/definitions.js');
+  const env = await TestWorkflowEnvironment.createLocal({
+    server: {
+      dbFilename: opts.dbFile,
+      port: opts.port,
+      namespace: opts.namespace,
+      ui: !opts.headless && Boolean(opts.uiPort),
+      uiPort: opts.headless ? undefined : opts.uiPort,
+      searchAttributes: Object.values(SA),
+    },
+  });
+  const address = `127.0.0.1:${opts.port}`;
+  await ensureSearchAttributes(address, opts.namespace);
+  log(`ferry: downloaded dev server running at ${address}`);
+  return {
+    address,
+    uiUrl: !opts.headless && opts.uiPort ? `http://localhost:${opts.uiPort}` : undefined,
+    namespace: opts.namespace,
+    stop: () => env.teardown(),
   };
 }
