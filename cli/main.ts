@@ -10,7 +10,7 @@ import { parseArgs } from 'node:util';
 
 export interface CliIo {
   env: Record<string, string | undefined>;
-  stdout: { write(s: string): unknown; isTTY?: boolean };
+  stdout: { write(s: string): unknown; isTTY?: boolean; columns?: number };
   stderr: { write(s: string): unknown };
   fetch?: typeof fetch;
   /** base for relative paths (data dir, --user-data); default process.cwd() */
@@ -726,7 +726,7 @@ export function progressLine(m: Migration, percent: number): string {
     `sent ${mib(p.transferredBytes)}`,
     `left ${mib(p.remainingBytes)}`,
     `dirty ${typeof p.dirtyRateBytesPerSec === 'number' ? `${(p.dirtyRateBytesPerSec / MiB).toFixed(1)} MiB/s` : '-'}`,
-    `downtime ~${typeof p.expectedDowntimeMs === 'number' ? Math.round(p.expectedDowntimeMs) : '-'} ms`,
+    `downtime ${typeof p.expectedDowntimeMs === 'number' ? `~${Math.round(p.expectedDowntimeMs)} ms` : '-'}`,
     p.verdict ?? 'unknown',
     `ETA ${typeof p.etaSeconds === 'number' ? fmtDuration(p.etaSeconds * 1000) : '-'}`,
   ];
@@ -759,7 +759,9 @@ async function watchMigration(c: Ctx, id: string): Promise<number> {
       if (typeof pct === 'number' && Number.isFinite(pct)) shown = Math.max(shown, pct);
       if (m.state === 'completed') shown = 100;
       const line = progressLine(m, shown);
-      if (tty) c.io.stdout.write(`\r\x1b[2K${line}`);
+      // Redrawn in place; cut to the terminal's width, since a wrapped line cannot be redrawn.
+      const cols = c.io.stdout.columns;
+      if (tty) c.io.stdout.write(`\r\x1b[2K${cols && cols > 20 && line.length >= cols ? `${line.slice(0, cols - 2)}…` : line}`);
       else if (line !== last) c.out(line);
       last = line;
     }
