@@ -1,6 +1,6 @@
 // VM lifecycle (start, stop, reboot, delete) and CreateTemplateFromVm: each keeps inventory and
 // hypervisor agreeing. Deleting releases disk, IP and capacity, in that order, each idempotent.
-import { ApplicationFailure, proxyActivities, setHandler, defineQuery, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import { ApplicationFailure, patched, proxyActivities, setHandler, defineQuery, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import type { ControlActivities } from '../activities/control.js';
 import type { HostActivities } from '../activities/host.js';
 import { SA, hostQueue, prefixOfControlQueue, type CreateTemplateInput, type LifecycleInput } from './definitions.js';
@@ -75,9 +75,19 @@ export async function createTemplateFromVm(input: CreateTemplateInput): Promise<
   const operationId = info.runId;
   upsertSearchAttributes([{ key: SA.VmId, value: input.vmId }]);
   await ctl.beginOperation({ id: operationId, workflowId: info.workflowId, runId: info.runId, kind: 'template', vmId: input.vmId, details: { name: input.name } });
-  const vm = await ctl.getVmForLifecycle({ vmId: input.vmId, action: 'template' });
-  if (!vm.hostId || !vm.datastoreId || vm.diskPaths.length === 0) {
-    throw ApplicationFailure.create({ type: 'InvalidState', message: `VM ${input.vmId} has no disk to capture`, nonRetryable: true });
+  let vm: Awaited<ReturnType<ControlActivities['getVmForLifecycle']>>;
+  try {
+    vm = await ctl.getVmForLifecycle({ vmId: input.vmId, action: 'template' });
+    if (!vm.hostId || !vm.datastoreId || vm.diskPaths.length === 0) {
+      throw ApplicationFailure.create({ type: 'InvalidState', message: `VM ${input.vmId} has no disk to capture`, nonRetryable: true });
+    }
+  } catch (err) {
+    // A refusal (unknown VM, wrong state, no disk) closes the audit record like any other
+    // failure; it used to leave the Operation 'running' forever. Behind a patch: a history
+    // recorded before this change failed right here, without a finishOperation.
+    if (!patched('template-refusal-closes-operation')) throw err;
+    await ctl.finishOperation({ id: operationId, state: 'failed', error: describeFailure(err) });
+    throw ApplicationFailure.create({ type: 'TemplateFailed', message: `template ${input.name} from ${input.vmId} failed: ${describeFailure(err)}`, nonRetryable: true });
   }
   const agent = proxyActivities<HostActivities>({ ...diskProfile, taskQueue: hostQueue(vm.hostId, prefix) });
   const name = `tpl-${input.templateId}`;
