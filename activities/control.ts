@@ -280,6 +280,8 @@ export function createControlActivities(deps: ControlActivityDeps) {
         imagePath: input.imagePath,
         datastoreIds: [input.datastoreId],
         diskGiB: input.diskGiB,
+        // a template asks for no more memory than its source VM had; 64 MiB is the floor of
+        // what ferry's smallest guests boot with, so small VMs can still be made from it
         minMemoryMiB: Math.min(input.minMemoryMiB, 64),
         requiredCpuFeatures: input.requiredCpuFeatures ?? [],
         owner: input.owner ?? null,

@@ -60,6 +60,7 @@ export function toFailure(err: unknown): ApplicationFailure {
     case 'NotFoundError':
       return failure(ErrorType.NotFound, e.message ?? 'not found');
     case 'ConflictError':
+    case 'UniqueConstraintViolationException':
       return failure(ErrorType.Conflict, e.message ?? 'conflict');
     default:
       return failure(ErrorType.Hypervisor, e?.message ?? String(err), undefined, false);

@@ -43,7 +43,8 @@ export async function vmLifecycle(input: LifecycleInput): Promise<{ vmId: string
           state = 'running';
           break;
         case 'delete': {
-          // graceful first when asked; destroyVm forces off and undefines (idempotent)
+          // stopVm with force: a graceful shutdown within timeoutMs, then powered off; with
+          // input.force we skip straight to destroyVm, which forces off and undefines (idempotent)
           if (!input.force && vm.state === 'running') await agent.stopVm({ vmId: input.vmId, timeoutMs, force: true });
           await agent.destroyVm({ vmId: input.vmId });
           for (const path of [...vm.diskPaths, ...(vm.seedPath ? [vm.seedPath] : [])]) await agent.deleteDisk({ path });
@@ -63,7 +64,7 @@ export async function vmLifecycle(input: LifecycleInput): Promise<{ vmId: string
   } catch (err) {
     progress.error = describeFailure(err);
     await ctl.finishOperation({ id: operationId, state: 'failed', error: progress.error });
-    throw ApplicationFailure.create({ type: 'LifecycleFailed', message: `${input.action} of ${input.vmId} failed: ${progress.error}`, nonRetryable: true });
+    throw ApplicationFailure.create({ type: 'LifecycleFailed', message: `${input.action} of ${input.vmId} failed: ${progress.error}`, nonRetryable: true, cause: err as Error });
   }
 }
 
