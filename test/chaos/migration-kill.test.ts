@@ -30,7 +30,8 @@ import {
 import { outcome, smallCluster, startTestFerry, waitFor, type TestFerry, type WorkerProcess } from '../helpers/ferry.js';
 import { assertNoViolations, RunningSampler } from '../helpers/invariants.js';
 
-const MiB = 1024 ** 2;
+/** How long a killed migration may take to end after the restart before the test calls it stuck. */
+const SETTLE_LIMIT_MS = 120_000;
 
 /** One seeded, running VM per scenario (all on h1), so scenarios do not share state. */
 const VMS = {
@@ -146,7 +147,16 @@ describe('LiveMigrate survives SIGKILL of its workers in every stage', () => {
 
   /** The contract after the migration ended: exactly one host runs the guest, inventory agrees, nothing leaks. */
   async function assertSettled(t: { diagnostic(msg: string): void }, label: string, h: WorkflowHandle, vmId: string, target: string, allowed: Outcome[], killedAt: number) {
-    const r = await outcome<MigrationResult>(h);
+    // liveness bound (not a speed check): a migration that never ends is the failure to report
+    let timer: NodeJS.Timeout | undefined;
+    const stuck = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        void progressOf(h)
+          .then((q) => `stage ${q.stage}, state ${q.state}`, (e: Error) => e.message)
+          .then((where) => reject(new Error(`${label}: the migration did not end within ${SETTLE_LIMIT_MS} ms of the kill (${where})`)));
+      }, SETTLE_LIMIT_MS);
+    });
+    const r = await Promise.race([outcome<MigrationResult>(h), stuck]).finally(() => clearTimeout(timer));
     const p = await progressOf(h);
     const state = r.ok ? r.value.state : p.state;
     t.diagnostic(`${label}: ${state} ${Date.now() - killedAt} ms after the kill${r.ok ? '' : ` (${r.message})`}`);

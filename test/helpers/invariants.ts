@@ -173,6 +173,8 @@ export class RunningSampler {
         this.busy = false;
       }
     }, this.everyMs);
+    // a test that fails before stop() must not keep its process alive
+    this.timer.unref();
     return this;
   }
 
