@@ -46,6 +46,9 @@ export async function createControlWorker(opts: WorkerBase & { deps: ControlActi
     activities: createControlActivities(opts.deps),
     // many short DB activities and workflow tasks; 2 cores
     maxConcurrentActivityTaskExecutions: 50,
+    // after a SIGKILL the server keeps sending a workflow's next task to the dead worker's sticky
+    // queue until this expires (SDK default 10 s); 3 s brings recovery down without thrashing
+    stickyQueueScheduleToStartTimeout: '3 seconds',
     maxConcurrentWorkflowTaskExecutions: 50,
   });
 }

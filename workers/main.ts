@@ -56,9 +56,11 @@ export async function startFerry(opts: {
   const db = await createDb({ databaseUrl: config.databaseUrl, dataDir: config.dataDir });
   await migrateUp(db);
   const sim = config.driver === 'sim' ? Simulator.open({ path: join(config.dataDir, 'sim.sqlite'), timeScale: config.simTimeScale }) : undefined;
-  if (sim && opts.seedDemo !== false && (role === 'all' || role === 'workers' || role === 'agents')) {
-    const { created } = await seedCluster(db, sim, demoCluster());
-    if (created) log('ferry: seeded the demo cluster (4 hosts, 2 racks, 12 running VMs)');
+  // The demo cluster goes only into an empty inventory: a database that already has hosts (a
+  // second start, or a test's own cluster) is left exactly as it is.
+  if (sim && opts.seedDemo !== false && (role === 'all' || role === 'workers' || role === 'agents') && (await db.em().count(Host, {})) === 0) {
+    await seedCluster(db, sim, demoCluster());
+    log('ferry: seeded the demo cluster (4 hosts, 2 racks, 12 running VMs)');
   }
 
   const closers: Array<() => Promise<void>> = [];
