@@ -37,6 +37,7 @@ import {
 } from './definitions.js';
 import { activationProfile, compensationProfile, dbProfile, hostQuickProfile, watchProfile } from './profiles.js';
 import { Saga } from './lib/saga.js';
+import { auditWriter } from './audit.js';
 import { describeFailure, failureType } from './lib/failures.js';
 import { PolicyError, resolvePolicy, type ConvergencePolicy } from './lib/policies.js';
 import { applyOperatorChange, decide, initialControllerState, initialMigrationParams, type ControllerState } from './lib/convergence.js';
@@ -60,6 +61,7 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
   const prefix = prefixOfControlQueue(info.taskQueue);
   const operationId = info.runId;
   const ctl = proxyActivities<ControlActivities>(dbProfile);
+  const writeAudit = auditWriter();
   const ctlComp = proxyActivities<ControlActivities>(compensationProfile);
   const on = (hostId: string, profile = hostQuickProfile) => proxyActivities<HostActivities>({ ...profile, taskQueue: hostQueue(hostId, prefix) });
 
@@ -161,7 +163,7 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
     progress.stage = stage;
     if (idx >= 0) progress.stageIndex = idx;
     upsertSearchAttributes([{ key: SA.Stage, value: idx >= 0 ? `${idx}-${stage}` : stage }]);
-    await ctl.updateOperation({ id: operationId, stage, details: { stageTimingsMs: progress.stageTimingsMs } });
+    await writeAudit({ id: operationId, stage, details: { stageTimingsMs: progress.stageTimingsMs } });
   }
 
   function checkCancel() {

@@ -1,5 +1,5 @@
 // Named activity option profiles. Every number says why it is what it is.
-import { ActivityCancellationType, type ActivityOptions } from '@temporalio/workflow';
+import { ActivityCancellationType, type ActivityOptions, type LocalActivityOptions } from '@temporalio/workflow';
 import { PROFILE_NON_RETRYABLE_TYPES } from './lib/error-types.js';
 
 const nonRetryableErrorTypes = PROFILE_NON_RETRYABLE_TYPES;
@@ -7,6 +7,15 @@ const nonRetryableErrorTypes = PROFILE_NON_RETRYABLE_TYPES;
 /** Database work on the control worker: short, transactional, safe to retry. */
 export const dbProfile: ActivityOptions = {
   // a transaction that takes longer than 30 s is stuck on a lock: retry it
+  startToCloseTimeout: '30 seconds',
+  retry: { initialInterval: '200 ms', backoffCoefficient: 2, maximumInterval: '5 seconds', maximumAttempts: 10, nonRetryableErrorTypes },
+};
+
+/**
+ * The same database work as a local activity (stage bookkeeping): runs inside the control
+ * worker's workflow task, retried there; 30 s bounds a write stuck on a lock.
+ */
+export const dbLocalProfile: LocalActivityOptions = {
   startToCloseTimeout: '30 seconds',
   retry: { initialInterval: '200 ms', backoffCoefficient: 2, maximumInterval: '5 seconds', maximumAttempts: 10, nonRetryableErrorTypes },
 };

@@ -29,6 +29,7 @@ import {
 } from './definitions.js';
 import { bootProfile, compensationProfile, dbProfile, diskProfile } from './profiles.js';
 import { Saga } from './lib/saga.js';
+import { auditWriter } from './audit.js';
 import { describeFailure } from './lib/failures.js';
 import { nameProblem } from './lib/names.js';
 
@@ -40,6 +41,7 @@ export async function provisionVm(input: ProvisionInput): Promise<ProvisionResul
   const prefix = prefixOfControlQueue(info.taskQueue);
   const operationId = info.workflowId;
   const ctl = proxyActivities<ControlActivities>(dbProfile);
+  const writeAudit = auditWriter();
   const ctlComp = proxyActivities<ControlActivities>(compensationProfile);
   const host = (hostId: string, profile = diskProfile) => proxyActivities<HostActivities>({ ...profile, taskQueue: hostQueue(hostId, prefix) });
 
@@ -61,7 +63,7 @@ export async function provisionVm(input: ProvisionInput): Promise<ProvisionResul
     progress.step = n;
     progress.stepName = PROVISION_STEPS[n - 1];
     upsertSearchAttributes([{ key: SA.Stage, value: `${n}-${progress.stepName}` }]);
-    await ctl.updateOperation({ id: operationId, stage: progress.stepName, details: { stepTimingsMs: progress.stepTimingsMs } });
+    await writeAudit({ id: operationId, stage: progress.stepName, details: { stepTimingsMs: progress.stepTimingsMs } });
   };
 
   // Names reach disk paths, process arguments and cloud-init: refuse a bad one before anything
