@@ -261,6 +261,8 @@ export async function benchFerryVsBare(opts: FerryVsBareOptions = {}): Promise<s
     await connection?.close();
     await f?.close();
     await server?.stop();
+    // the server this benchmark started is gone: later benchmarks must not be pointed at it
+    if (server) delete process.env.FERRY_TEST_TEMPORAL_ADDRESS;
   }
 }
 
