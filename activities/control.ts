@@ -2,7 +2,7 @@
 // only the database (never a hypervisor). Each one forks its own EntityManager and is idempotent
 // by an explicit key (operationId, vmId), so a retry after a crash finds its own earlier effect.
 import type { Db } from '../db/orm.js';
-import { Allocation, Host, Network, Operation, Template, Vm, type OperationKind, type OperationState } from '../db/entities.js';
+import { Allocation, Network, Template, Vm, type OperationKind, type OperationState } from '../db/entities.js';
 import * as capacity from '../db/repositories/capacity.js';
 import * as ipam from '../db/repositories/ipam.js';
 import * as operations from '../db/repositories/operations.js';
@@ -125,7 +125,6 @@ export function createControlActivities(deps: ControlActivityDeps) {
         { weigher: req.weigher },
       );
       const rejected = [...placement.rejected];
-      const tried: string[] = [];
       for (const choice of placement.ranked) {
         try {
           const alloc = await capacity.reserve(db, {
@@ -149,7 +148,6 @@ export function createControlActivities(deps: ControlActivityDeps) {
         } catch (err) {
           if ((err as Error).name !== 'CapacityError') throw err;
           rejected.push({ hostId: choice.hostId, reasons: [`lost a race: ${(err as Error).message}`] });
-          tried.push(choice.hostId);
         }
       }
       await operations.updateOperation(db, input.operationId, { details: { placement: { chosen: null, rejected } } });
@@ -446,6 +444,3 @@ export function macFor(vmId: string): string {
 }
 
 export type ControlActivities = ReturnType<typeof createControlActivities>;
-// entity imports used for typing only in some paths
-void Host;
-void Operation;
