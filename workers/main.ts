@@ -96,7 +96,8 @@ export async function startFerry(opts: {
     const registry = new Registry();
     createMetrics(registry, { defaultMetrics: true });
     adminToken = resolveAdminToken(config);
-    const server = await startApiServer({ db, temporal, config, registry, taskQueuePrefix: opts.prefix, simulator: sim });
+    // role 'all' is npm start, which prints one summary of its own
+    const server = await startApiServer({ db, temporal, config, registry, taskQueuePrefix: opts.prefix, simulator: sim, log: role === 'all' ? () => undefined : log });
     apiUrl = server.url;
     closers.push(async () => {
       await server.close();
