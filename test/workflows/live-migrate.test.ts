@@ -166,7 +166,9 @@ describe('LiveMigrate', () => {
   });
 
   test('a dirty rate above the bandwidth: converge-or-abort rolls back after the limit; auto-converge completes', async () => {
-    const a = await provisionRunning(f, 'diverge-abort', { memoryMiB: 1024, dirtyMiBps: 4000, wwsMiB: 512 });
+    // the writable working set (1 GiB) takes 1 s at 1 GiB/s: above every downtime ceiling, so
+    // raising the downtime limit alone cannot finish it; only throttling (or aborting) can
+    const a = await provisionRunning(f, 'diverge-abort', { memoryMiB: 1024, dirtyMiBps: 4000, wwsMiB: 1024 });
     const h1 = await migrate(f, { vmId: a, targetHostId: 'h2', policy: 'converge-or-abort', overrides: { maxRounds: 8 } });
     const r1 = await outcome(h1);
     assert.equal(r1.ok, false);
@@ -175,7 +177,7 @@ describe('LiveMigrate', () => {
     assert.equal(op1.state, 'rolled-back');
     assert.match(op1.error!, /round|sent|budget|progress/);
 
-    const b = await provisionRunning(f, 'diverge-throttle', { memoryMiB: 1024, dirtyMiBps: 4000, wwsMiB: 512 });
+    const b = await provisionRunning(f, 'diverge-throttle', { memoryMiB: 1024, dirtyMiBps: 4000, wwsMiB: 1024 });
     const h2 = await migrate(f, { vmId: b, targetHostId: 'h2', policy: 'minimal-downtime', overrides: { maxRounds: 8, throttleStepSec: 0.5 } });
     const r2 = await outcome(h2);
     assert.ok(r2.ok, !r2.ok ? r2.message : '');
