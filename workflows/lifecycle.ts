@@ -1,19 +1,17 @@
 // VM lifecycle (start, stop, reboot, delete) and CreateTemplateFromVm: each keeps inventory and
 // hypervisor agreeing. Deleting releases disk, IP and capacity, in that order, each idempotent.
-import { ApplicationFailure, patched, proxyActivities, setHandler, defineQuery, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import { ApplicationFailure, patched, setHandler, defineQuery, upsertSearchAttributes } from '@temporalio/workflow';
+import { SA, type CreateTemplateInput, type LifecycleInput } from './definitions.js';
+import { bootProfile, diskProfile, hostQuickProfile } from './profiles.js';
+import { workflowContext } from './context.js';
 import type { ControlActivities } from '../activities/control.js';
-import type { HostActivities } from '../activities/host.js';
-import { SA, hostQueue, prefixOfControlQueue, type CreateTemplateInput, type LifecycleInput } from './definitions.js';
-import { bootProfile, dbProfile, diskProfile, hostQuickProfile } from './profiles.js';
 import { describeFailure } from './lib/failures.js';
 
 const lifecycleProgressQuery = defineQuery<{ action: string; state: string; error?: string }>('progress');
 const GiB = 1024 ** 3;
 
 export async function vmLifecycle(input: LifecycleInput): Promise<{ vmId: string; state: string }> {
-  const info = workflowInfo();
-  const prefix = prefixOfControlQueue(info.taskQueue);
-  const ctl = proxyActivities<ControlActivities>(dbProfile);
+  const { info, ctl, onHost } = workflowContext();
   const progress = { action: input.action, state: 'running' as string, error: undefined as string | undefined };
   setHandler(lifecycleProgressQuery, () => progress);
   upsertSearchAttributes([
@@ -27,8 +25,8 @@ export async function vmLifecycle(input: LifecycleInput): Promise<{ vmId: string
     const timeoutMs = input.timeoutMs ?? 60_000;
     let state = vm.state;
     if (vm.hostId) {
-      const agent = proxyActivities<HostActivities>({ ...hostQuickProfile, taskQueue: hostQueue(vm.hostId, prefix) });
-      const boot = proxyActivities<HostActivities>({ ...bootProfile, taskQueue: hostQueue(vm.hostId, prefix) });
+      const agent = onHost(vm.hostId, hostQuickProfile);
+      const boot = onHost(vm.hostId, bootProfile);
       switch (input.action) {
         case 'start':
           await boot.startVm({ vmId: input.vmId, timeoutMs });
@@ -70,9 +68,7 @@ export async function vmLifecycle(input: LifecycleInput): Promise<{ vmId: string
 
 /** Captures a stopped (or running, via a crash-consistent copy) VM's disk as a new template. */
 export async function createTemplateFromVm(input: CreateTemplateInput): Promise<{ templateId: string; imagePath: string }> {
-  const info = workflowInfo();
-  const prefix = prefixOfControlQueue(info.taskQueue);
-  const ctl = proxyActivities<ControlActivities>(dbProfile);
+  const { info, ctl, onHost } = workflowContext();
   const operationId = info.runId;
   upsertSearchAttributes([{ key: SA.VmId, value: input.vmId }]);
   await ctl.beginOperation({ id: operationId, workflowId: info.workflowId, runId: info.runId, kind: 'template', vmId: input.vmId, details: { name: input.name } });
@@ -90,7 +86,7 @@ export async function createTemplateFromVm(input: CreateTemplateInput): Promise<
     await ctl.finishOperation({ id: operationId, state: 'failed', error: describeFailure(err) });
     throw ApplicationFailure.create({ type: 'TemplateFailed', message: `template ${input.name} from ${input.vmId} failed: ${describeFailure(err)}`, nonRetryable: true });
   }
-  const agent = proxyActivities<HostActivities>({ ...diskProfile, taskQueue: hostQueue(vm.hostId, prefix) });
+  const agent = onHost(vm.hostId, diskProfile);
   const name = `tpl-${input.templateId}`;
   try {
     const disk = await agent.createDisk({ name, datastoreId: vm.datastoreId, sizeBytes: vm.diskGiB * GiB, source: { kind: 'clone', sourcePath: vm.diskPaths[0] } });

@@ -12,22 +12,16 @@ import {
   CancellationScope,
   condition,
   isCancellation,
-  proxyActivities,
   setHandler,
   sleep,
   upsertSearchAttributes,
-  workflowInfo,
 } from '@temporalio/workflow';
-import type { ControlActivities } from '../activities/control.js';
-import type { HostActivities } from '../activities/host.js';
 import type { MigrationStats } from '../drivers/hypervisor.js';
 import {
   MIGRATION_STAGES,
   SA,
   cancelMigrationSignal,
-  hostQueue,
   migrationProgressQuery,
-  prefixOfControlQueue,
   setMigrationParamsUpdate,
   switchoverUpdate,
   type LiveMigrateInput,
@@ -35,9 +29,9 @@ import {
   type MigrationResult,
   type MigrationStage,
 } from './definitions.js';
-import { activationProfile, compensationProfile, dbProfile, hostQuickProfile, watchProfile } from './profiles.js';
+import { activationProfile, compensationProfile, hostQuickProfile, watchProfile } from './profiles.js';
 import { Saga } from './lib/saga.js';
-import { auditWriter } from './audit.js';
+import { workflowContext } from './context.js';
 import { describeFailure, failureType } from './lib/failures.js';
 import { PolicyError, resolvePolicy, type ConvergencePolicy } from './lib/policies.js';
 import { applyOperatorChange, decide, initialControllerState, initialMigrationParams, type ControllerState } from './lib/convergence.js';
@@ -57,13 +51,9 @@ class Rollback extends Error {
 }
 
 export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationResult> {
-  const info = workflowInfo();
-  const prefix = prefixOfControlQueue(info.taskQueue);
+  const { info, ctl, ctlComp, writeAudit, onHost } = workflowContext();
   const operationId = info.runId;
-  const ctl = proxyActivities<ControlActivities>(dbProfile);
-  const writeAudit = auditWriter();
-  const ctlComp = proxyActivities<ControlActivities>(compensationProfile);
-  const on = (hostId: string, profile = hostQuickProfile) => proxyActivities<HostActivities>({ ...profile, taskQueue: hostQueue(hostId, prefix) });
+  const on = (hostId: string, profile = hostQuickProfile) => onHost(hostId, profile);
 
   let policy: ConvergencePolicy;
   try {

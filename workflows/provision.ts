@@ -9,27 +9,21 @@ import {
   ApplicationFailure,
   CancellationScope,
   isCancellation,
-  proxyActivities,
   setHandler,
   sleep,
   upsertSearchAttributes,
-  workflowInfo,
 } from '@temporalio/workflow';
-import type { ControlActivities } from '../activities/control.js';
-import type { HostActivities } from '../activities/host.js';
 import {
   PROVISION_STEPS,
   SA,
-  hostQueue,
-  prefixOfControlQueue,
   provisionProgressQuery,
   type ProvisionInput,
   type ProvisionProgress,
   type ProvisionResult,
 } from './definitions.js';
-import { bootProfile, compensationProfile, dbProfile, diskProfile } from './profiles.js';
+import { bootProfile, compensationProfile, diskProfile } from './profiles.js';
 import { Saga } from './lib/saga.js';
-import { auditWriter } from './audit.js';
+import { workflowContext } from './context.js';
 import { describeFailure } from './lib/failures.js';
 import { nameProblem } from './lib/names.js';
 
@@ -37,13 +31,9 @@ const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
 
 export async function provisionVm(input: ProvisionInput): Promise<ProvisionResult> {
-  const info = workflowInfo();
-  const prefix = prefixOfControlQueue(info.taskQueue);
+  const { info, ctl, ctlComp, writeAudit, onHost } = workflowContext();
   const operationId = info.workflowId;
-  const ctl = proxyActivities<ControlActivities>(dbProfile);
-  const writeAudit = auditWriter();
-  const ctlComp = proxyActivities<ControlActivities>(compensationProfile);
-  const host = (hostId: string, profile = diskProfile) => proxyActivities<HostActivities>({ ...profile, taskQueue: hostQueue(hostId, prefix) });
+  const host = (hostId: string, profile = diskProfile) => onHost(hostId, profile);
 
   const progress: ProvisionProgress = {
     vmId: input.vmId,
