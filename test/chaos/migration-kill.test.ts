@@ -19,11 +19,8 @@ import { optionalTsToDate } from '@temporalio/common/lib/time.js';
 import { Allocation, Host, Vm } from '../../db/entities.js';
 import type { ClusterSpec } from '../../workers/cluster-spec.js';
 import {
-  controlQueue,
   migrationProgressQuery,
   switchoverUpdate,
-  workflowIds,
-  type LiveMigrateInput,
   type MigrationProgress,
   type MigrationResult,
 } from '../../workflows/definitions.js';
@@ -69,9 +66,6 @@ function chaosCluster(): ClusterSpec {
   };
 }
 
-function migrate(f: TestFerry, input: LiveMigrateInput): Promise<WorkflowHandle> {
-  return f.client.workflow.start('liveMigrate', { taskQueue: controlQueue(f.prefix), workflowId: `${workflowIds.migrate(input.vmId)}-${f.prefix}`, args: [input] });
-}
 
 async function progressOf(h: WorkflowHandle): Promise<MigrationProgress> {
   return h.query(migrationProgressQuery);
@@ -189,7 +183,7 @@ describe('LiveMigrate survives SIGKILL of its workers in every stage', () => {
     const vmId = VMS['pre-migration'].id;
     await chaos(async () => {
       await restart({ withoutAgentOf: 'h1' });
-      const h = await migrate(f, { vmId, targetHostId: 'h2' });
+      const h = await f.migrate({ vmId, targetHostId: 'h2' });
       await waitForUnclaimed(h, 'vmStatus');
       assert.equal((await progressOf(h)).stage, 'pre-migration');
       const killedAt = Date.now();
@@ -204,7 +198,7 @@ describe('LiveMigrate survives SIGKILL of its workers in every stage', () => {
     await chaos(async () => {
       // retryable (UNREACHABLE): startDestinationContainer waits in its retry backoff
       f.sim.injectFault({ id: 'hold-b', kind: 'destination-crash', hostId: 'h2', vmId, stage: 1, count: -1 });
-      const h = await migrate(f, { vmId, targetHostId: 'h2' });
+      const h = await f.migrate({ vmId, targetHostId: 'h2' });
       await waitForRetryBackoff(h, 'startDestinationContainer');
       assert.equal((await progressOf(h)).stage, 'reservation');
       assert.equal(await f.db.em().count(Allocation, { vmId, kind: 'reservation', hostId: 'h2' }), 1, 'B is reserved');
@@ -220,7 +214,7 @@ describe('LiveMigrate survives SIGKILL of its workers in every stage', () => {
   test('SIGKILL in pre-copy (held for approval): the source keeps running; approved after the restart, ends on one host', async (t) => {
     const vmId = VMS['pre-copy'].id;
     await chaos(async () => {
-      const h = await migrate(f, { vmId, targetHostId: 'h2', overrides: { approveSwitchover: true } });
+      const h = await f.migrate({ vmId, targetHostId: 'h2', overrides: { approveSwitchover: true } });
       await waitFor('a few pre-copy rounds', async () => {
         const p = await progressOf(h);
         return p.stage === 'pre-copy' && p.progress.round >= 2;
@@ -237,7 +231,7 @@ describe('LiveMigrate survives SIGKILL of its workers in every stage', () => {
   test('SIGKILL in pre-copy (switchover pre-approved): the hypervisor completes alone, the restart commits and activates', async (t) => {
     const vmId = VMS['pre-copy-unattended'].id;
     await chaos(async () => {
-      const h = await migrate(f, { vmId, targetHostId: 'h2' });
+      const h = await f.migrate({ vmId, targetHostId: 'h2' });
       await waitFor('pre-copy under way', async () => {
         const p = await progressOf(h);
         return p.stage === 'pre-copy' && p.progress.transferredBytes > 0;
@@ -254,7 +248,7 @@ describe('LiveMigrate survives SIGKILL of its workers in every stage', () => {
   test('SIGKILL in stop-and-copy (source paused, slow link): ends with the guest on one host', async (t) => {
     const vmId = VMS['stop-and-copy'].id;
     await chaos(async () => {
-      const h = await migrate(f, { vmId, targetHostId: 'h3', overrides: { approveSwitchover: true } });
+      const h = await f.migrate({ vmId, targetHostId: 'h3', overrides: { approveSwitchover: true } });
       await waitFor('a first pre-copy round', async () => (await progressOf(h)).progress.round >= 1);
       await h.executeUpdate(switchoverUpdate);
       await waitFor(
@@ -275,7 +269,7 @@ describe('LiveMigrate survives SIGKILL of its workers in every stage', () => {
   test('SIGKILL in commitment (waiting for the destination agent), after a SIGKILL in pre-copy: ends with the guest on one host', async (t) => {
     const vmId = VMS.commitment.id;
     await chaos(async () => {
-      const h = await migrate(f, { vmId, targetHostId: 'h2', overrides: { approveSwitchover: true } });
+      const h = await f.migrate({ vmId, targetHostId: 'h2', overrides: { approveSwitchover: true } });
       await waitFor('pre-copy rounds', async () => (await progressOf(h)).progress.round >= 1);
       // first kill (pre-copy); the next process lacks B's agent, so the migration stops at
       // commitment's first step (B confirms its image) with nothing in flight
@@ -301,7 +295,7 @@ describe('LiveMigrate survives SIGKILL of its workers in every stage', () => {
     const vmId = VMS.activation.id;
     await chaos(async () => {
       f.sim.injectFault({ id: 'hold-act', kind: 'fail-stage', stage: 5, vmId, count: -1 });
-      const h = await migrate(f, { vmId, targetHostId: 'h2' });
+      const h = await f.migrate({ vmId, targetHostId: 'h2' });
       await waitForRetryBackoff(h, 'activateOnTarget');
       assert.equal((await progressOf(h)).stage, 'activation');
       assert.equal((await f.db.em().findOneOrFail(Vm, { id: vmId })).hostId, 'h2', 'committed');

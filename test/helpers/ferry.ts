@@ -15,7 +15,7 @@ import { createControlWorker, createHostAgent, runWorkers } from '../../workers/
 import { simFaultHook } from '../../workers/main.js';
 import { startDevServer, type DevServer } from '../../workers/dev-server.js';
 import { PROJECT_ROOT } from '../../workers/temporal-cli.js';
-import { controlQueue, workflowIds, type ProvisionInput } from '../../workflows/definitions.js';
+import { controlQueue, workflowIds, type LiveMigrateInput, type ProvisionInput, type ProvisionResult } from '../../workflows/definitions.js';
 import { Vm } from '../../db/entities.js';
 
 // Workers log state changes at INFO; tests only want warnings and errors.
@@ -86,6 +86,10 @@ export interface TestFerry {
   /** runs the workers in a child process instead (SIGKILL-able) */
   spawnWorkerProcess(): Promise<WorkerProcess>;
   provision(input: Partial<ProvisionInput> & { name: string }): Promise<WorkflowHandle>;
+  /** provision() and wait: the result, or an error carrying the failure's message */
+  provisionRunning(input: Partial<ProvisionInput> & { name: string }): Promise<ProvisionResult>;
+  /** starts liveMigrate with the workflow id `migrate-<vmId>-<prefix>` */
+  migrate(input: LiveMigrateInput): Promise<WorkflowHandle>;
   close(): Promise<void>;
 }
 
@@ -164,6 +168,14 @@ export async function startTestFerry(opts: { cluster?: ClusterSpec; timeScale?: 
       };
       children.push(proc);
       return proc;
+    },
+    async provisionRunning(input) {
+      const r = await outcome<ProvisionResult>(await ferry.provision(input));
+      if (!r.ok) throw new Error(`set-up provision of ${input.name} failed: ${r.message}`);
+      return r.value;
+    },
+    migrate(input) {
+      return client.workflow.start('liveMigrate', { taskQueue: controlQueue(prefix), workflowId: `${workflowIds.migrate(input.vmId)}-${prefix}`, args: [input] });
     },
     provision(input) {
       return startProvision({ client, db, prefix }, { cpus: 1, memoryMiB: 512, diskGiB: 2, source: { kind: 'template', templateId: cluster.templates[0].id }, networkId: cluster.networks[0].id }, input);

@@ -14,7 +14,7 @@ import { writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { WorkflowHandle } from '@temporalio/client';
-import { controlQueue, workflowIds, type LifecycleInput, type LiveMigrateInput } from '../../workflows/definitions.js';
+import { controlQueue, workflowIds, type LifecycleInput } from '../../workflows/definitions.js';
 import { historyToJSON } from './history-json.js';
 import { outcome, smallCluster, startTestFerry, stopOwnTemporal, type TestFerry } from '../helpers/ferry.js';
 
@@ -31,16 +31,10 @@ interface Scenario {
 
 async function provisionRunning(f: TestFerry, name: string, dirtyMiBps = 100): Promise<string> {
   const vmId = `vm-${name}`;
-  const r = await outcome(
-    await f.provision({ name, vmId, hostId: 'h1', memoryMiB: 1024, workload: { dirtyRateBytesPerSec: dirtyMiBps * MiB, writableWorkingSetBytes: 512 * MiB } }),
-  );
-  if (!r.ok) throw new Error(`set-up provision of ${name} failed: ${r.message}`);
+  await f.provisionRunning({ name, vmId, hostId: 'h1', memoryMiB: 1024, workload: { dirtyRateBytesPerSec: dirtyMiBps * MiB, writableWorkingSetBytes: 512 * MiB } });
   return vmId;
 }
 
-function migrate(f: TestFerry, input: LiveMigrateInput) {
-  return f.client.workflow.start('liveMigrate', { taskQueue: controlQueue(f.prefix), workflowId: `${workflowIds.migrate(input.vmId)}-${f.prefix}`, args: [input] });
-}
 
 export const SCENARIOS: Scenario[] = [
   {
@@ -63,7 +57,7 @@ export const SCENARIOS: Scenario[] = [
     // a dirty rate above the link: several pre-copy windows and throttle decisions (auto-converge)
     // land in the history, so the replay exercises the convergence controller too
     run: async (f) =>
-      migrate(f, { vmId: await provisionRunning(f, 'rec-mig', 4000), targetHostId: 'h2', policy: 'minimal-downtime', overrides: { maxRounds: 8, throttleStepSec: 0.5 } }),
+      f.migrate({ vmId: await provisionRunning(f, 'rec-mig', 4000), targetHostId: 'h2', policy: 'minimal-downtime', overrides: { maxRounds: 8, throttleStepSec: 0.5 } }),
   },
   {
     name: 'migrate-rolled-back',
@@ -71,7 +65,7 @@ export const SCENARIOS: Scenario[] = [
     async run(f) {
       const vmId = await provisionRunning(f, 'rec-rb');
       f.sim.injectFault({ kind: 'fail-stage', stage: 2, vmId });
-      return migrate(f, { vmId, targetHostId: 'h2' });
+      return f.migrate({ vmId, targetHostId: 'h2' });
     },
   },
   {

@@ -24,9 +24,7 @@ async function run(f: TestFerry, vmId: string, action: LifecycleAction, extra: P
 }
 
 async function provisionRunning(f: TestFerry, name: string, extra: { extraVolumesGiB?: number[] } = {}): Promise<ProvisionResult> {
-  const r = await outcome<ProvisionResult>(await f.provision({ name, vmId: `vm-${name}`, ...extra }));
-  assert.ok(r.ok, !r.ok ? r.message : '');
-  return r.value;
+  return f.provisionRunning({ name, vmId: `vm-${name}`, ...extra });
 }
 
 /** The guest as the simulator sees it: `host:state` per copy, and its generation (reboots bump it). */

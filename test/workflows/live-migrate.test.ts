@@ -6,10 +6,8 @@ import assert from 'node:assert/strict';
 import type { WorkflowHandle } from '@temporalio/client';
 import { Allocation, Operation, Vm } from '../../db/entities.js';
 import {
-  controlQueue,
   migrationProgressQuery,
   switchoverUpdate,
-  workflowIds,
   type LiveMigrateInput,
   type MigrationProgress,
   type MigrationResult,
@@ -21,21 +19,16 @@ const MiB = 1024 ** 2;
 
 async function provisionRunning(f: TestFerry, name: string, opts: { hostId?: string; memoryMiB?: number; dirtyMiBps?: number; wwsMiB?: number } = {}) {
   const vmId = `vm-${name}`;
-  const h = await f.provision({
+  await f.provisionRunning({
     name,
     vmId,
     hostId: opts.hostId ?? 'h1',
     memoryMiB: opts.memoryMiB ?? 1024,
     workload: { dirtyRateBytesPerSec: (opts.dirtyMiBps ?? 50) * MiB, writableWorkingSetBytes: (opts.wwsMiB ?? 256) * MiB },
   });
-  const r = await outcome(h);
-  assert.ok(r.ok, !r.ok ? r.message : '');
   return vmId;
 }
 
-function migrate(f: TestFerry, input: LiveMigrateInput): Promise<WorkflowHandle> {
-  return f.client.workflow.start('liveMigrate', { taskQueue: controlQueue(f.prefix), workflowId: `${workflowIds.migrate(input.vmId)}-${f.prefix}`, args: [input] });
-}
 
 /** The invariant checker: the guest runs on exactly one host and inventory says which. */
 async function assertOnlyOn(f: TestFerry, vmId: string, hostId: string) {
@@ -60,7 +53,7 @@ describe('LiveMigrate', () => {
 
   test('happy path: ends running on B only, A holds nothing, rounds and downtime match the model', async () => {
     const vmId = await provisionRunning(f, 'mig-ok', { memoryMiB: 1024, dirtyMiBps: 100, wwsMiB: 256 });
-    const h = await migrate(f, { vmId, targetHostId: 'h2' });
+    const h = await f.migrate({ vmId, targetHostId: 'h2' });
     const r = await outcome<MigrationResult>(h);
     assert.ok(r.ok, !r.ok ? r.message : '');
     await assertOnlyOn(f, vmId, 'h2');
@@ -94,7 +87,7 @@ describe('LiveMigrate', () => {
       const vmId = await provisionRunning(f, name, { memoryMiB: 2048, dirtyMiBps: 200, wwsMiB: 512 });
       f.sim.injectFault({ ...fault, vmId: fault.kind === 'link-cut' ? undefined : vmId });
       try {
-        const h = await migrate(f, { vmId, targetHostId: 'h2' });
+        const h = await f.migrate({ vmId, targetHostId: 'h2' });
         const r = await outcome(h);
         assert.equal(r.ok, false);
         await assertOnlyOn(f, vmId, 'h1');
@@ -114,7 +107,7 @@ describe('LiveMigrate', () => {
     const vmId = await provisionRunning(f, 'act-retry');
     f.sim.injectFault({ kind: 'fail-stage', stage: 5, vmId, count: 3 });
     try {
-      const h = await migrate(f, { vmId, targetHostId: 'h2' });
+      const h = await f.migrate({ vmId, targetHostId: 'h2' });
       const r = await outcome(h);
       assert.ok(r.ok, !r.ok ? r.message : '');
       await assertOnlyOn(f, vmId, 'h2');
@@ -126,7 +119,7 @@ describe('LiveMigrate', () => {
 
   test('cancel during pre-copy rolls back', async () => {
     const vmId = await provisionRunning(f, 'cancel-mig', { memoryMiB: 4096, dirtyMiBps: 2000, wwsMiB: 1024 });
-    const h = await migrate(f, { vmId, targetHostId: 'h2', policy: 'converge-or-abort' });
+    const h = await f.migrate({ vmId, targetHostId: 'h2', policy: 'converge-or-abort' });
     await waitFor('pre-copy', async () => (await h.query(migrationProgressQuery)).stage === 'pre-copy');
     await h.signal('cancel', { reason: 'operator changed their mind' });
     const r = await outcome(h);
@@ -140,7 +133,7 @@ describe('LiveMigrate', () => {
   test('force switchover during pre-copy completes and reports the longer downtime', async () => {
     // dirty rate above the link: never converges on its own
     const vmId = await provisionRunning(f, 'force-mig', { memoryMiB: 2048, dirtyMiBps: 3000, wwsMiB: 1024 });
-    const h = await migrate(f, { vmId, targetHostId: 'h2', policy: 'converge-or-abort', overrides: { maxRounds: 1000, maxSentFactor: 1000 } });
+    const h = await f.migrate({ vmId, targetHostId: 'h2', policy: 'converge-or-abort', overrides: { maxRounds: 1000, maxSentFactor: 1000 } });
     await waitFor('a few rounds', async () => (await h.query(migrationProgressQuery)).progress.round >= 2);
     await h.executeUpdate(switchoverUpdate);
     const r = await outcome<MigrationResult>(h);
@@ -152,7 +145,7 @@ describe('LiveMigrate', () => {
 
   test('approveSwitchover: waits with the VM running on A until approved, then completes', async () => {
     const vmId = await provisionRunning(f, 'approve-mig', { memoryMiB: 1024, dirtyMiBps: 50 });
-    const h = await migrate(f, { vmId, targetHostId: 'h2', overrides: { approveSwitchover: true } });
+    const h = await f.migrate({ vmId, targetHostId: 'h2', overrides: { approveSwitchover: true } });
     const p = await waitFor('awaiting approval', async () => {
       const q = await h.query(migrationProgressQuery);
       return q.awaitingApproval && q.progress.round >= 3 ? q : undefined;
@@ -169,7 +162,7 @@ describe('LiveMigrate', () => {
     // the writable working set (1 GiB) takes 1 s at 1 GiB/s: above every downtime ceiling, so
     // raising the downtime limit alone cannot finish it; only throttling (or aborting) can
     const a = await provisionRunning(f, 'diverge-abort', { memoryMiB: 1024, dirtyMiBps: 4000, wwsMiB: 1024 });
-    const h1 = await migrate(f, { vmId: a, targetHostId: 'h2', policy: 'converge-or-abort', overrides: { maxRounds: 8 } });
+    const h1 = await f.migrate({ vmId: a, targetHostId: 'h2', policy: 'converge-or-abort', overrides: { maxRounds: 8 } });
     const r1 = await outcome(h1);
     assert.equal(r1.ok, false);
     await assertOnlyOn(f, a, 'h1');
@@ -178,7 +171,7 @@ describe('LiveMigrate', () => {
     assert.match(op1.error!, /round|sent|budget|progress/);
 
     const b = await provisionRunning(f, 'diverge-throttle', { memoryMiB: 1024, dirtyMiBps: 4000, wwsMiB: 1024 });
-    const h2 = await migrate(f, { vmId: b, targetHostId: 'h2', policy: 'minimal-downtime', overrides: { maxRounds: 8, throttleStepSec: 0.5 } });
+    const h2 = await f.migrate({ vmId: b, targetHostId: 'h2', policy: 'minimal-downtime', overrides: { maxRounds: 8, throttleStepSec: 0.5 } });
     const r2 = await outcome(h2);
     assert.ok(r2.ok, !r2.ok ? r2.message : '');
     await assertOnlyOn(f, b, 'h2');
@@ -194,7 +187,7 @@ describe('LiveMigrate', () => {
       [{ vmId, targetHostId: 'h1' }, /same host|source/],
     ];
     for (const [input, re] of cases) {
-      const h = await migrate(f, input);
+      const h = await f.migrate(input);
       const r = await outcome(h);
       assert.equal(r.ok, false);
       assert.match(r.message, re);

@@ -19,9 +19,7 @@ async function lifecycle(f: TestFerry, input: LifecycleInput): Promise<void> {
 }
 
 async function provisionRunning(f: TestFerry, name: string, source?: { kind: 'template'; templateId: string; linked?: boolean }): Promise<ProvisionResult> {
-  const r = await outcome<ProvisionResult>(await f.provision({ name, vmId: `vm-${name}`, ...(source ? { source } : {}) }));
-  assert.ok(r.ok, !r.ok ? r.message : '');
-  return r.value;
+  return f.provisionRunning({ name, vmId: `vm-${name}`, ...(source ? { source } : {}) });
 }
 
 describe('createTemplateFromVm', () => {
