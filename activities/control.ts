@@ -7,9 +7,9 @@ import * as capacity from '../db/repositories/capacity.js';
 import * as ipam from '../db/repositories/ipam.js';
 import * as operations from '../db/repositories/operations.js';
 import { acquireMigrationSlots, hostCandidates, releaseMigrationSlots } from './queries.js';
-import type { DiskSource, VmSpec } from '../drivers/hypervisor.js';
+import type { DiskSource, VmSpec } from '../domain/hypervisor.js';
 import type { CreateTemplateInput, LifecycleAction, ProvisionInput } from '../workflows/definitions.js';
-import { checkMigrationTarget, placeVm, type HostCandidate, type RejectedHost } from '../workflows/lib/placement.js';
+import { checkMigrationTarget, placeVm, type HostCandidate, type RejectedHost } from '../domain/placement.js';
 import { ErrorType, failure, withFailureMapping } from './errors.js';
 
 const MiB = 1024 ** 2;

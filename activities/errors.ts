@@ -3,8 +3,8 @@
 // retry policies read only the type.
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { Context } from '@temporalio/activity';
-import { DriverError } from '../drivers/hypervisor.js';
-import { NON_RETRYABLE_TYPES } from '../workflows/lib/error-types.js';
+import { DriverError } from '../domain/hypervisor.js';
+import { NON_RETRYABLE_TYPES } from '../domain/error-types.js';
 
 export const ErrorType = {
   /** bad input: retrying cannot help */

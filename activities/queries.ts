@@ -3,7 +3,7 @@
 import { OptimisticLockError } from '@mikro-orm/core';
 import type { Db } from '../db/orm.js';
 import { Allocation, Datastore, Host, Network, Operation, Vm } from '../db/entities.js';
-import type { HostCandidate } from '../workflows/lib/placement.js';
+import type { HostCandidate } from '../domain/placement.js';
 
 export async function hostCandidates(db: Db): Promise<HostCandidate[]> {
   const em = db.em();

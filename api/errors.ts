@@ -5,7 +5,7 @@ import type { FastifyError, FastifyInstance } from 'fastify';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
 import { CapacityError, ConflictError, DatabaseUnavailableError, NotFoundError, ValidationError } from '../db/errors.js';
-import { PolicyError } from '../workflows/lib/policies.js';
+import { PolicyError } from '../domain/policies.js';
 
 export interface FieldProblem {
   field: string;

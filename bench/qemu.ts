@@ -21,7 +21,7 @@ import { fileURLToPath } from 'node:url';
 import type { WorkflowHandle } from '@temporalio/client';
 import { Operation } from '../db/entities.js';
 import { buildQemuArgs, QmpClient, type QmpEvent } from '../drivers/qemu/index.js';
-import type { VmSpec } from '../drivers/hypervisor.js';
+import type { VmSpec } from '../domain/hypervisor.js';
 import type { MigrationResult, ProvisionResult } from '../workflows/definitions.js';
 import { outcome, stopOwnTemporal } from '../test/helpers/ferry.js';
 import { startQemuFerry, type QemuFerry } from '../test/helpers/qemu-ferry.js';

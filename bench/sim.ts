@@ -16,12 +16,12 @@ import { createDb, migrateUp, type Db } from '../db/orm.js';
 import { Allocation, Datastore, Host } from '../db/entities.js';
 import { reserve } from '../db/repositories/capacity.js';
 import { ManualClock, Simulator } from '../drivers/sim/index.js';
-import type { MigrationStats } from '../drivers/hypervisor.js';
+import type { MigrationStats } from '../domain/hypervisor.js';
 import { createControlWorker, createHostAgent, runWorkers } from '../workers/create-worker.js';
 import { simFaultHook } from '../workers/main.js';
 import { startDevServer, type DevServer } from '../workers/dev-server.js';
 import { controlQueue, workflowIds, type LiveMigrateInput, type MigrationResult } from '../workflows/definitions.js';
-import { simulatePrecopy, type PrecopyResult } from '../workflows/lib/precopy-model.js';
+import { simulatePrecopy, type PrecopyResult } from '../domain/precopy-model.js';
 import { outcome, smallCluster, startTestFerry, type TestFerry } from '../test/helpers/ferry.js';
 import type { BareActivities } from './bare-workflow.js';
 

@@ -4,176 +4,27 @@
 //
 // A driver instance is bound to ONE host (the host agent of `ferry-host-<hostId>` owns it).
 // Cross-host operations (migration) name the peer by the opaque `uri` the destination hands out.
-import { nameProblem } from '../workflows/lib/names.js';
+// The value types and DriverError live in domain/hypervisor.ts (every layer shares them); they
+// are re-exported here so a driver file has its whole vocabulary in one import.
+import type {
+  CloudInitSeed,
+  DiskInfo,
+  DiskSpec,
+  HostInfo,
+  MigrationParams,
+  MigrationStats,
+  Progress,
+  StartMigrationOptions,
+  VmRuntime,
+  VmSpec,
+} from '../domain/hypervisor.js';
+
+export * from '../domain/hypervisor.js';
 
 /** Options for long calls: the activity bridges heartbeats and cancellation through these. */
 export interface LongCallOptions {
   signal?: AbortSignal;
   onProgress?: (p: Progress) => void;
-}
-
-export interface Progress {
-  /** 0..1 when known */
-  fraction?: number;
-  doneBytes?: number;
-  totalBytes?: number;
-  message?: string;
-}
-
-export interface HostDatastoreInfo {
-  id: string;
-  /** where this datastore lives on the host (folder for qemu, label for sim) */
-  path: string;
-  shared: boolean;
-  capacityBytes: number;
-  freeBytes: number;
-  throughputBytesPerSec: number;
-}
-
-export interface HostInfo {
-  hostId: string;
-  cpuModel: string;
-  cpuFeatures: string[];
-  cpus: number;
-  memoryBytes: number;
-  datastores: HostDatastoreInfo[];
-  /** network names bridged on this host */
-  networks: string[];
-  /** address other hosts use to reach this host for migration traffic */
-  migrationAddress: string;
-}
-
-/** Where a new disk's content comes from (provisioning step 2). */
-export type DiskSource =
-  | { kind: 'blank' }
-  /** from a template image: linked = copy-on-write overlay (qemu-img create -b), else full copy */
-  | { kind: 'template'; imagePath: string; linked: boolean }
-  /** clone of an existing disk (a stopped VM's disk, or a running VM's snapshot) */
-  | { kind: 'clone'; sourcePath: string }
-  /** import from another platform: vmdk | vhdx | raw | qcow2, converted to qcow2 */
-  | { kind: 'import'; sourcePath: string; format: DiskFormat };
-
-export type DiskFormat = 'qcow2' | 'raw' | 'vmdk' | 'vhdx';
-
-export interface DiskSpec {
-  /** deterministic name (e.g. `<vmId>-root`): a retry finds its own earlier disk by it */
-  name: string;
-  datastoreId: string;
-  sizeBytes: number;
-  source: DiskSource;
-}
-
-export interface DiskInfo {
-  name: string;
-  datastoreId: string;
-  path: string;
-  format: DiskFormat;
-  virtualSizeBytes: number;
-  actualSizeBytes: number;
-  backingPath?: string;
-}
-
-/** cloud-init NoCloud seed (provisioning step 3) */
-export interface CloudInitSeed {
-  instanceId: string;
-  hostname: string;
-  sshAuthorizedKeys: string[];
-  userData?: string;
-  network?: { address: string; prefixLength: number; gateway: string; dns: string[]; vlan?: number; mac: string };
-}
-
-export interface VmSpec {
-  vmId: string;
-  name: string;
-  cpus: number;
-  memoryBytes: number;
-  /** disk paths as returned by createDisk, boot disk first */
-  disks: string[];
-  /** NoCloud seed image path, attached read-only */
-  seedPath?: string;
-  /** installer ISO attached as cdrom (manual install) */
-  isoPath?: string;
-  mac?: string;
-  network?: string;
-  /** CPU features the guest sees; a migration target must offer all of them */
-  cpuFeatures: string[];
-  /** workload model used by the simulator (ignored by real hypervisors) */
-  workload?: SimWorkload;
-}
-
-export interface SimWorkload {
-  dirtyRateBytesPerSec: number;
-  writableWorkingSetBytes: number;
-}
-
-export type VmPowerState =
-  | 'defined' // known to the hypervisor, not started
-  | 'running'
-  | 'paused'
-  | 'stopped'
-  | 'incoming' // empty container waiting for migration state (stage 1)
-  | 'postmigrate' // source after a completed outgoing migration: must not be resumed
-  | 'crashed';
-
-export interface VmRuntime {
-  vmId: string;
-  state: VmPowerState;
-  pid?: number;
-  spec: VmSpec;
-}
-
-export type MigrationStatusName =
-  | 'none'
-  | 'setup'
-  | 'active'
-  | 'pre-switchover' // source paused, waiting for continueSwitchover (stage 3's doorstep)
-  | 'device' // stop-and-copy in progress
-  | 'completed'
-  | 'failed'
-  | 'cancelled';
-
-export interface MigrationStats {
-  status: MigrationStatusName;
-  /** pre-copy rounds completed (QEMU dirty-sync-count) */
-  round: number;
-  transferredBytes: number;
-  remainingBytes: number;
-  totalBytes: number;
-  dirtyRateBytesPerSec: number;
-  transferRateBytesPerSec: number;
-  expectedDowntimeMs: number;
-  /** measured downtime (only once completed) */
-  downtimeMs?: number;
-  totalTimeMs?: number;
-  /** time since the migration started, in the hypervisor's clock (virtual time for the simulator) */
-  elapsedMs?: number;
-  /** guest CPU throttle applied by auto-converge, percent */
-  throttlePct: number;
-  error?: string;
-}
-
-export interface MigrationParams {
-  maxBandwidthBytesPerSec?: number;
-  downtimeLimitMs?: number;
-  /** auto-converge guest throttle, percent 0..99 */
-  throttlePct?: number;
-  /**
-   * hold = never enter stop-and-copy on its own (operator approval pending): the source keeps
-   * running and rounds continue. Cleared by continueSwitchover or setting it false.
-   */
-  hold?: boolean;
-  /**
-   * The switchover is pre-approved: the driver continues from pre-switchover itself the moment
-   * the source pauses (QEMU counts the paused time as downtime, so no workflow round trip).
-   */
-  autoSwitchover?: boolean;
-}
-
-export interface StartMigrationOptions extends MigrationParams {
-  /** uri returned by the destination's prepareIncoming */
-  uri: string;
-  /** disks are copied along (no shared storage) */
-  copyDisks?: boolean;
 }
 
 export interface HypervisorDriver {
@@ -228,31 +79,3 @@ export interface HypervisorDriver {
   cancelMigration(vmId: string): Promise<void>;
 }
 
-export class DriverError extends Error {
-  constructor(
-    message: string,
-    /** maps onto activities/errors.ts ErrorType */
-    readonly code:
-      | 'NOT_FOUND'
-      | 'INVALID_ARGUMENT'
-      | 'INVALID_STATE'
-      | 'HYPERVISOR'
-      | 'INSUFFICIENT_SPACE'
-      | 'FAULT_INJECTED'
-      | 'TIMEOUT'
-      | 'UNREACHABLE',
-    /** true when retrying cannot help */
-    readonly permanent = false,
-  ) {
-    super(message);
-    this.name = 'DriverError';
-  }
-}
-
-/** Names that reach file systems and process arguments: no shell metacharacters, no path parts. */
-export { SAFE_NAME } from '../workflows/lib/names.js';
-
-export function assertSafeName(what: string, value: string): void {
-  const problem = nameProblem(what, value);
-  if (problem) throw new DriverError(problem, 'INVALID_ARGUMENT', true);
-}

@@ -1,6 +1,6 @@
 // Lint rule: workflows/ runs in Temporal's deterministic sandbox, so it may import only
-// @temporalio/workflow, @temporalio/common and its own files at runtime. Anything else (node:*,
-// execa, the database, drivers, activities) is allowed only as `import type`.
+// @temporalio/workflow, @temporalio/common, its own files and the pure domain/ layer at runtime.
+// Anything else (node:*, execa, the database, drivers, activities) is allowed only as `import type`.
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -31,7 +31,8 @@ export function lintWorkflowSource(file: string, source: string, workflowsDir = 
     if (typeOnly) continue;
     if (spec.startsWith('.')) {
       const target = resolve(join(file, '..'), spec);
-      if (!target.startsWith(workflowsDir)) problems.push({ file, line, message: `runtime import of ${spec} leaves workflows/ (use \`import type\`)` });
+      const domainDir = resolve(workflowsDir, '..', 'domain');
+      if (!target.startsWith(workflowsDir + '/') && !target.startsWith(domainDir + '/')) problems.push({ file, line, message: `runtime import of ${spec} leaves workflows/ (use \`import type\`)` });
     } else if (!ALLOWED_PACKAGES.includes(spec)) {
       problems.push({ file, line, message: `runtime import of "${spec}" is not allowed in workflows/ (sandboxed, deterministic)` });
     }

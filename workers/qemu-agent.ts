@@ -26,7 +26,7 @@ import { fileURLToPath } from 'node:url';
 import { ConfigError, loadConfig, type FerryConfig } from '../config/index.js';
 import { createDb, migrateUp, type Db } from '../db/orm.js';
 import { Datastore, Host, Network } from '../db/entities.js';
-import { assertSafeName, DriverError, type HostInfo } from '../drivers/hypervisor.js';
+import { assertSafeName, DriverError, type HostInfo } from '../domain/hypervisor.js';
 import { createQemuDriver, type QemuDatastoreConfig, type QemuDriver, type QemuDriverOptions } from '../drivers/qemu/index.js';
 import { hostQueue } from '../workflows/definitions.js';
 import { createHostAgent, runWorkers } from './create-worker.js';

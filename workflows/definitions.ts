@@ -3,8 +3,8 @@
 // from the API (no workflow-only APIs are called at module load except define*()).
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
-import type { PolicyOverrides } from './lib/policies.js';
-import type { MigrationStats } from '../drivers/hypervisor.js';
+import type { PolicyOverrides } from '../domain/policies.js';
+import type { MigrationStats } from '../domain/hypervisor.js';
 
 // ---------------------------------------------------------------- task queues and ids
 export const CONTROL_QUEUE = 'ferry-control';

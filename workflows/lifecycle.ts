@@ -5,7 +5,7 @@ import { SA, type CreateTemplateInput, type LifecycleInput } from './definitions
 import { bootProfile, diskProfile, hostQuickProfile } from './profiles.js';
 import { workflowContext } from './context.js';
 import type { ControlActivities } from '../activities/control.js';
-import { describeFailure } from './lib/failures.js';
+import { describeFailure } from '../domain/failures.js';
 
 const lifecycleProgressQuery = defineQuery<{ action: string; state: string; error?: string }>('progress');
 const GiB = 1024 ** 3;

@@ -16,7 +16,7 @@ import {
   sleep,
   upsertSearchAttributes,
 } from '@temporalio/workflow';
-import type { MigrationStats } from '../drivers/hypervisor.js';
+import type { MigrationStats } from '../domain/hypervisor.js';
 import {
   MIGRATION_STAGES,
   SA,
@@ -32,8 +32,8 @@ import {
 import { activationProfile, compensationProfile, hostQuickProfile, watchProfile } from './profiles.js';
 import { Saga } from './lib/saga.js';
 import { workflowContext } from './context.js';
-import { describeFailure, failureType } from './lib/failures.js';
-import { PolicyError, resolvePolicy, type ConvergencePolicy } from './lib/policies.js';
+import { describeFailure, failureType } from '../domain/failures.js';
+import { PolicyError, resolvePolicy, type ConvergencePolicy } from '../domain/policies.js';
 import { applyOperatorChange, decide, initialControllerState, initialMigrationParams, type ControllerState } from './lib/convergence.js';
 
 /** How long one watchPrecopy activity samples before the controller looks (ms). */

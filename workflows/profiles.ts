@@ -1,6 +1,6 @@
 // Named activity option profiles. Every number says why it is what it is.
 import { ActivityCancellationType, type ActivityOptions, type LocalActivityOptions } from '@temporalio/workflow';
-import { PROFILE_NON_RETRYABLE_TYPES } from './lib/error-types.js';
+import { PROFILE_NON_RETRYABLE_TYPES } from '../domain/error-types.js';
 
 const nonRetryableErrorTypes = PROFILE_NON_RETRYABLE_TYPES;
 

@@ -24,8 +24,8 @@ import {
 import { bootProfile, compensationProfile, diskProfile } from './profiles.js';
 import { Saga } from './lib/saga.js';
 import { workflowContext } from './context.js';
-import { describeFailure } from './lib/failures.js';
-import { nameProblem } from './lib/names.js';
+import { describeFailure } from '../domain/failures.js';
+import { nameProblem } from '../domain/names.js';
 
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;

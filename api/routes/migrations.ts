@@ -17,7 +17,7 @@ import {
   type MigrationProgress,
   type SetMigrationParamsInput,
 } from '../../workflows/definitions.js';
-import { PolicyError, POLICIES, resolvePolicy, type PolicyName, type PolicyOverrides } from '../../workflows/lib/policies.js';
+import { PolicyError, POLICIES, resolvePolicy, type PolicyName, type PolicyOverrides } from '../../domain/policies.js';
 import type { ApiContext } from '../context.js';
 import { conflict, HttpError, invalid, notFound } from '../errors.js';
 import { afterKey, decodeCursor, DEFAULT_LIMIT, page } from '../pagination.js';

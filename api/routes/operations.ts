@@ -2,7 +2,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { Operation } from '../../db/entities.js';
-import { DriverError } from '../../drivers/hypervisor.js';
+import { DriverError } from '../../domain/hypervisor.js';
 import type { ApiContext } from '../context.js';
 import { HttpError, invalid, notFound } from '../errors.js';
 import { afterKey, decodeCursor, DEFAULT_LIMIT, page } from '../pagination.js';

@@ -2,11 +2,11 @@
 // used by fastify-type-provider-zod for validation and for the OpenAPI document. Bodies are
 // strict: an unknown field (a typo such as `memoryMb`) is a 400 naming it, not silently ignored.
 import { z } from 'zod';
-import { SAFE_NAME } from '../../drivers/hypervisor.js';
+import { SAFE_NAME } from '../../domain/hypervisor.js';
 import { VM_STATES, OPERATION_KINDS, OPERATION_STATES } from '../../db/entities.js';
-import { POLICY_NAMES } from '../../workflows/lib/policies.js';
+import { POLICY_NAMES } from '../../domain/policies.js';
 import { pageQuery } from '../pagination.js';
-import { FAULT_KINDS, FAULT_STEPS } from '../../drivers/sim/faults.js';
+import { FAULT_KINDS, FAULT_STEPS } from '../../domain/faults.js';
 
 export const VM_NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const NAME_RULE = "lowercase letters, digits and '-', 1-63 characters, starting and ending with a letter or digit";

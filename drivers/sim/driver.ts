@@ -18,8 +18,9 @@ import {
   type VmRuntime,
   type VmSpec,
 } from '../hypervisor.js';
-import { DEFAULT_DEVICE_STATE_BYTES } from '../../workflows/lib/precopy-model.js';
-import { consume, liveFaults, markFired, type SimFaultStep } from './faults.js';
+import { DEFAULT_DEVICE_STATE_BYTES } from '../../domain/precopy-model.js';
+import { consume, liveFaults, markFired } from './faults.js';
+import type { SimFaultStep } from '../../domain/faults.js';
 import {
   CommitThenThrow,
   diskPath,

@@ -18,7 +18,8 @@ export {
 } from './simulator.js';
 export { SimDriver } from './driver.js';
 export { ManualClock } from './clock.js';
-export { FAULT_KINDS, FAULT_STEPS, type SimFault, type SimFaultInput, type SimFaultKind, type SimFaultStep } from './faults.js';
+export type { SimFault } from './faults.js';
+export { FAULT_KINDS, FAULT_STEPS, type SimFaultInput, type SimFaultKind, type SimFaultStep } from '../../domain/faults.js';
 export {
   evaluateMigration,
   DEFAULT_DOWNTIME_LIMIT_MS,

@@ -15,7 +15,7 @@ import {
   nextRound,
   transferMs,
   type PrecopyRound,
-} from '../../workflows/lib/precopy-model.js';
+} from '../../domain/precopy-model.js';
 
 /** QEMU's default downtime-limit (ms). */
 export const DEFAULT_DOWNTIME_LIMIT_MS = 300;

@@ -14,11 +14,9 @@ import {
   markFired,
   matches,
   toFault,
-  validateFaultInput,
   type SimFault,
-  type SimFaultInput,
-  type SimFaultKind,
 } from './faults.js';
+import { validateFaultInput, type SimFaultInput, type SimFaultKind } from '../../domain/faults.js';
 import { DEFAULT_LINK_BANDWIDTH_BYTES_PER_SEC, evaluateMigration, type MigrationModelInput, type MigrationView, type SegmentParams } from './model.js';
 import { SimDriver } from './driver.js';
 import { Store, type DatastoreRow, type DiskRow, type FaultRow, type HostRow, type MigrationParamRow, type MigrationRow, type VmRow } from './store.js';

@@ -1,7 +1,7 @@
 // Pure unit tests of the qemu argv builder and state mapping: no QEMU needed.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { DriverError, type VmSpec } from '../../drivers/hypervisor.js';
+import { DriverError, type VmSpec } from '../../domain/hypervisor.js';
 import { buildQemuArgs, defaultMac, mapRunState, qemuOptValue } from '../../drivers/qemu/index.js';
 
 const paths = { qmpSocket: '/s/vms/vm-1/qmp.sock', pidFile: '/s/vms/vm-1/qemu.pid', serialLog: '/s/vms/vm-1/serial.log' };

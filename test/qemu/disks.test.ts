@@ -4,7 +4,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { execa } from 'execa';
-import { DriverError } from '../../drivers/hypervisor.js';
+import { DriverError } from '../../domain/hypervisor.js';
 import { createQemuDriver, seedFiles, type QemuDriver } from '../../drivers/qemu/index.js';
 import { buildGuest, type GuestImages } from '../helpers/qemu-guest.js';
 import { filesUnder, qemuSkipReason, sweep, tempRoot } from '../helpers/qemu-env.js';

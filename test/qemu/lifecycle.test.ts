@@ -4,7 +4,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { execa } from 'execa';
-import { DriverError, type VmSpec } from '../../drivers/hypervisor.js';
+import { DriverError, type VmSpec } from '../../domain/hypervisor.js';
 import { createQemuDriver, type QemuDriver } from '../../drivers/qemu/index.js';
 import { HALT_MAGIC, buildGuest, readHeartbeat, type GuestImages } from '../helpers/qemu-guest.js';
 import { filesUnder, pidsMentioning, qemuSkipReason, sweep, tempRoot, waitFor } from '../helpers/qemu-env.js';

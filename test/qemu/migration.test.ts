@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
-import { DriverError, type MigrationStats, type VmSpec } from '../../drivers/hypervisor.js';
+import { DriverError, type MigrationStats, type VmSpec } from '../../domain/hypervisor.js';
 import { createQemuDriver, type QemuDriver } from '../../drivers/qemu/index.js';
 import { buildGuest, readHeartbeat, type GuestImages } from '../helpers/qemu-guest.js';
 import { filesUnder, pidsMentioning, qemuSkipReason, sweep, tempRoot, waitFor } from '../helpers/qemu-env.js';

@@ -6,7 +6,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { DriverError } from '../../drivers/hypervisor.js';
+import { DriverError } from '../../domain/hypervisor.js';
 import { QmpClient, QmpCommandError } from '../../drivers/qemu/index.js';
 
 type Handler = (msg: { execute: string; id?: unknown; arguments?: unknown }, send: (o: unknown) => void, sock: net.Socket) => void;

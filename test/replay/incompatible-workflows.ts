@@ -20,7 +20,7 @@ import {
 } from '@temporalio/workflow';
 import type { ControlActivities } from '../../activities/control.js';
 import type { HostActivities } from '../../activities/host.js';
-import type { MigrationStats } from '../../drivers/hypervisor.js';
+import type { MigrationStats } from '../../domain/hypervisor.js';
 import {
   MIGRATION_STAGES,
   SA,
@@ -37,8 +37,8 @@ import {
 } from '../../workflows/definitions.js';
 import { activationProfile, compensationProfile, dbProfile, hostQuickProfile, watchProfile } from '../../workflows/profiles.js';
 import { Saga } from '../../workflows/lib/saga.js';
-import { describeFailure, failureType } from '../../workflows/lib/failures.js';
-import { PolicyError, resolvePolicy, type ConvergencePolicy } from '../../workflows/lib/policies.js';
+import { describeFailure, failureType } from '../../domain/failures.js';
+import { PolicyError, resolvePolicy, type ConvergencePolicy } from '../../domain/policies.js';
 import { applyOperatorChange, decide, initialControllerState, initialMigrationParams, type ControllerState } from '../../workflows/lib/convergence.js';
 
 /** How long one watchPrecopy activity samples before the controller looks (ms). */

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { MigrationStats } from '../../drivers/hypervisor.js';
+import type { MigrationStats } from '../../domain/hypervisor.js';
 import {
   applyOperatorChange,
   decide,
@@ -12,7 +12,7 @@ import {
   type ControllerState,
   type Decision,
 } from '../../workflows/lib/convergence.js';
-import { POLICIES, POLICY_NAMES, PolicyError, resolvePolicy, type ConvergencePolicy } from '../../workflows/lib/policies.js';
+import { POLICIES, POLICY_NAMES, PolicyError, resolvePolicy, type ConvergencePolicy } from '../../domain/policies.js';
 import {
   DEFAULT_MAX_ROUNDS,
   DEFAULT_MAX_SENT_FACTOR,
@@ -22,7 +22,7 @@ import {
   transferMs,
   type PrecopyInput,
   type PrecopyRound,
-} from '../../workflows/lib/precopy-model.js';
+} from '../../domain/precopy-model.js';
 
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;

@@ -6,7 +6,7 @@ import {
   type HostCandidate,
   type MigratingVm,
   type PlacementRequest,
-} from '../../workflows/lib/placement.js';
+} from '../../domain/placement.js';
 
 function host(id: string, over: Partial<HostCandidate> = {}): HostCandidate {
   return {

@@ -1,7 +1,7 @@
 // Simulator disks: virtual-time copies, idempotency by name, abort, space, seeds, slow disks.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { DriverError, type Progress } from '../../drivers/hypervisor.js';
+import { DriverError, type Progress } from '../../domain/hypervisor.js';
 import { GiB, MiB, TEMPLATE_PATH, openTestCluster } from '../../drivers/sim/fixtures.js';
 
 const code = (c: string, permanent?: boolean) => (e: unknown) => {

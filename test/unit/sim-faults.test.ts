@@ -1,7 +1,7 @@
 // Every simulator fault kind takes effect and is recorded as fired.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { DriverError } from '../../drivers/hypervisor.js';
+import { DriverError } from '../../domain/hypervisor.js';
 import { GiB, MiB, TEMPLATE_PATH, openTestCluster, startTestVm, type TestCluster } from '../../drivers/sim/fixtures.js';
 
 const code = (c: string) => (e: unknown) => {

@@ -2,9 +2,9 @@
 // rollback, the postmigrate fence, and "a guest never runs on two hosts".
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { DriverError } from '../../drivers/hypervisor.js';
+import { DriverError } from '../../domain/hypervisor.js';
 import { GiB, MiB, openTestCluster, startTestVm, type TestCluster } from '../../drivers/sim/fixtures.js';
-import { simulatePrecopy, DEFAULT_DEVICE_STATE_BYTES, transferMs } from '../../workflows/lib/precopy-model.js';
+import { simulatePrecopy, DEFAULT_DEVICE_STATE_BYTES, transferMs } from '../../domain/precopy-model.js';
 
 const code = (c: string, permanent?: boolean) => (e: unknown) => {
   assert.ok(e instanceof DriverError, `expected DriverError, got ${String(e)}`);

@@ -2,7 +2,7 @@
 // for round, byte for byte, through the real driver with an injected clock.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { simulatePrecopy, type PrecopyInput } from '../../workflows/lib/precopy-model.js';
+import { simulatePrecopy, type PrecopyInput } from '../../domain/precopy-model.js';
 import { evaluateMigration, type MigrationModelInput } from '../../drivers/sim/model.js';
 import { GiB, MiB, openTestCluster, startTestVm } from '../../drivers/sim/fixtures.js';
 

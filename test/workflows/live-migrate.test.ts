@@ -12,7 +12,7 @@ import {
   type MigrationProgress,
   type MigrationResult,
 } from '../../workflows/definitions.js';
-import { simulatePrecopy } from '../../workflows/lib/precopy-model.js';
+import { simulatePrecopy } from '../../domain/precopy-model.js';
 import { outcome, smallCluster, startTestFerry, waitFor, type TestFerry } from '../helpers/ferry.js';
 
 const MiB = 1024 ** 2;
