@@ -119,7 +119,7 @@ describe('replay', () => {
         Worker.runReplayHistory({ workflowBundle: incompatible, replayName: `incompatible-${name}` }, load(name), name),
         (err: unknown) => {
           assert.ok(err instanceof DeterminismViolationError, `expected DeterminismViolationError, got ${(err as Error)?.name}: ${(err as Error)?.message}`);
-          // the first command that differs: the real workflow's stage-1 search-attribute upsert
+          // the first command that differs: the real workflow's first search-attribute upsert
           // meets the inserted activity
           assert.match(err.message, /nondeterminism.*UpsertWorkflowSearchAttributes/i);
           return true;
