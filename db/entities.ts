@@ -17,7 +17,7 @@ export const VM_STATES = ['provisioning', 'running', 'stopped', 'paused', 'migra
 export type VmState = (typeof VM_STATES)[number];
 export const ALLOCATION_KINDS = ['vm', 'reservation'] as const;
 export type AllocationKind = (typeof ALLOCATION_KINDS)[number];
-export const OPERATION_KINDS = ['provision', 'migration', 'evacuation', 'lifecycle', 'template', 'rebalance'] as const;
+export const OPERATION_KINDS = ['provision', 'migration', 'evacuation', 'lifecycle', 'template', 'rebalance', 'maintenance', 'reconcile', 'drift'] as const;
 export type OperationKind = (typeof OPERATION_KINDS)[number];
 export const OPERATION_STATES = ['running', 'completed', 'failed', 'cancelled', 'rolled-back'] as const;
 export type OperationState = (typeof OPERATION_STATES)[number];
@@ -177,6 +177,12 @@ export const Vm = defineEntity({
     /** CPU features the guest was started with (a live-migration target must offer them all). */
     cpuFeatures: p.json<string[]>(),
     tags: p.json<string[]>(),
+    /** never on one host with another VM carrying this tag (placement and every fleet plan) */
+    antiAffinityTag: p.string().nullable(),
+    /** kept on one host with the other VMs carrying this tag */
+    affinityTag: p.string().nullable(),
+    /** end of the VM's last completed migration (rebalance cool-down: no ping-pong) */
+    lastMigratedAt: p.datetime().nullable(),
     workload: p.json<VmWorkload>().nullable(),
     error: p.text().nullable(),
     version: p.integer().version(),
@@ -242,4 +248,72 @@ export const Operation = defineEntity({
 });
 export type Operation = InferEntity<typeof Operation>;
 
-export const entities = [Host, Datastore, Template, Network, IpPool, IpAllocation, Vm, Allocation, Operation];
+export const PLAN_KINDS = ['evacuation', 'rebalance'] as const;
+export type PlanKind = (typeof PLAN_KINDS)[number];
+export const PLAN_STATES = ['proposed', 'approved', 'refused'] as const;
+export type PlanState = (typeof PLAN_STATES)[number];
+
+/**
+ * A stored dry-run plan (evacuation or rebalance). Approving it executes exactly its moves after
+ * re-checking them against the inventory of that moment; a stale plan is refused, never half run.
+ */
+export const Plan = defineEntity({
+  name: 'Plan',
+  tableName: 'plan',
+  properties: {
+    id: p.string().primary(),
+    kind: p.string().$type<PlanKind>(),
+    /** evacuation: the host; rebalance: the cluster name */
+    subject: p.string(),
+    state: p.string().$type<PlanState>().default('proposed'),
+    /** the request the plan answers (EvacuationRequest / RebalanceRequest) */
+    request: p.json<Record<string, unknown>>(),
+    /** the FleetPlan itself (domain/plan-types.ts) */
+    plan: p.json<Record<string, unknown>>(),
+    /** workflow that executes it once approved */
+    workflowId: p.string().nullable(),
+    refusal: p.text().nullable(),
+    createdAt: createdAt(),
+    decidedAt: p.datetime().nullable(),
+    version: p.integer().version(),
+  },
+});
+export type Plan = InferEntity<typeof Plan>;
+
+export const DRIFT_KINDS = ['unknown-vm', 'missing-vm', 'wrong-state', 'wrong-host', 'stuck-paused'] as const;
+export type DriftKind = (typeof DRIFT_KINDS)[number];
+export const DRIFT_STATES = ['open', 'resolved'] as const;
+export type DriftState = (typeof DRIFT_STATES)[number];
+
+/**
+ * A disagreement between inventory and what a hypervisor reports, found by Reconcile. The id is
+ * `<kind>-<vmId>` (one open record per VM and kind): a later reconcile that finds the same drift
+ * updates lastSeenAt instead of adding a row. Reconcile never acts on it; an operator resolves it.
+ */
+export const Drift = defineEntity({
+  name: 'Drift',
+  tableName: 'drift',
+  indexes: [{ name: 'drift_state_index', properties: ['state'] }],
+  properties: {
+    id: p.string().primary(),
+    kind: p.string().$type<DriftKind>(),
+    vmId: p.string(),
+    /** host the hypervisor report came from (or the inventory's host for missing-vm) */
+    hostId: p.string(),
+    state: p.string().$type<DriftState>().default('open'),
+    /** what inventory says and what the hypervisor says */
+    expected: p.json<Record<string, unknown>>(),
+    observed: p.json<Record<string, unknown>>(),
+    /** the Reconcile operation that found it first */
+    operationId: p.string().nullable(),
+    resolution: p.string().nullable(),
+    resolvedBy: p.string().nullable(),
+    detectedAt: createdAt(),
+    lastSeenAt: p.datetime().onCreate(() => new Date()),
+    resolvedAt: p.datetime().nullable(),
+    version: p.integer().version(),
+  },
+});
+export type Drift = InferEntity<typeof Drift>;
+
+export const entities = [Host, Datastore, Template, Network, IpPool, IpAllocation, Vm, Allocation, Operation, Plan, Drift];

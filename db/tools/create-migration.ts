@@ -34,7 +34,8 @@ async function generate(kind: DbKind, orm: FerryOrm): Promise<void> {
 
 function writeIndex(kind: DbKind): void {
   const files = readdirSync(MIGRATIONS_DIR[kind]).filter((f) => /^Migration\d+.*\.ts$/.test(f)).sort();
-  const imports = files.map((f, i) => `import { ${f.replace(/\.ts$/, '').replace(/^Migration(\d+).*$/, 'Migration$1')} as M${i} } from './${f.replace(/\.ts$/, '.js')}';`);
+  // MikroORM names the class after the whole file name (Migration<stamp>_<name>)
+  const imports = files.map((f, i) => `import { ${f.replace(/\.ts$/, '')} as M${i} } from './${f.replace(/\.ts$/, '.js')}';`);
   const list = files.map((f, i) => `  { name: '${f.replace(/\.ts$/, '')}', class: M${i} },`);
   writeFileSync(
     join(MIGRATIONS_DIR[kind], 'index.ts'),
