@@ -6,7 +6,12 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseCommandLine, progressBar, progressLine, resolveConnection, runCli, table, vmCreateBody } from '../../cli/main.js';
+import { resolveConnection } from '../../cli/client.js';
+import { vmCreateBody } from '../../cli/commands/vm-create.js';
+import { runCli } from '../../cli/main.js';
+import { progressBar, progressLine } from '../../cli/migration-view.js';
+import { table } from '../../cli/output.js';
+import { parseCommandLine } from '../../cli/parse.js';
 
 function io(env: Record<string, string | undefined> = {}) {
   const calls: Array<{ url: string; init?: RequestInit }> = [];

@@ -1,0 +1,12 @@
+// Every command, in the order the help lists them.
+import type { Command } from '../command.js';
+import { evacuateCommand, hostCommands } from './hosts.js';
+import { inventoryCommands } from './inventory.js';
+import { migrationCommands } from './migrations.js';
+import { operationCommands } from './operations.js';
+import { vmCommands } from './vms.js';
+
+export const COMMANDS: Command[] = [...hostCommands, ...vmCommands, ...migrationCommands, ...inventoryCommands, ...operationCommands, evacuateCommand];
+
+/** The first words: hosts, vms, migrate, migrations, templates, networks, operations, evacuate. */
+export const GROUPS = [...new Set(COMMANDS.map((c) => c.words[0]!))];
