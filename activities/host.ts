@@ -12,6 +12,7 @@ import type {
   VmRuntime,
   VmSpec,
 } from '../drivers/hypervisor.js';
+import type { ReportedVm } from '../domain/drift.js';
 import { ErrorType, failure, withFailureMapping } from './errors.js';
 
 export interface HostActivityDeps {
@@ -136,6 +137,15 @@ export function createHostActivities(deps: HostActivityDeps) {
 
     async vmStatus(input: { vmId: string }): Promise<VmRuntime | null> {
       return driver.vmStatus(input.vmId);
+    },
+
+    /** Reconcile: every VM this host's hypervisor knows, with its power state and spec size. */
+    async reportVms(): Promise<{ hostId: string; vms: ReportedVm[] }> {
+      const vms = await driver.listVms();
+      return {
+        hostId: driver.hostId,
+        vms: vms.map((v) => ({ vmId: v.vmId, state: v.state, name: v.spec.name, cpus: v.spec.cpus, memoryBytes: v.spec.memoryBytes, disks: v.spec.disks, cpuFeatures: v.spec.cpuFeatures })),
+      };
     },
 
     // ---------------------------------------------------------------- live migration

@@ -4,7 +4,7 @@
 // keep their own process-local copies on their own registry/port.
 import { Registry } from 'prom-client';
 import type { Db } from '../db/orm.js';
-import { Allocation, Host, Operation, OPERATION_KINDS } from '../db/entities.js';
+import { Allocation, Drift, DRIFT_KINDS, Host, Operation, OPERATION_KINDS } from '../db/entities.js';
 import { createMetrics, type Metrics } from '../metrics/index.js';
 
 const FINISHED = ['completed', 'failed', 'cancelled', 'rolled-back'] as const;
@@ -46,10 +46,11 @@ export function createFleetMetrics(db: Db, registry: Registry): FleetMetrics {
 
   async function refresh(): Promise<void> {
     const em = db.em();
-    const [ops, hosts, allocations] = await Promise.all([
+    const [ops, hosts, allocations, drifts] = await Promise.all([
       em.find(Operation, {}, { fields: ['kind', 'subkind', 'state', 'stage', 'details', 'startedAt', 'endedAt'] }),
       em.find(Host, {}),
       em.find(Allocation, {}, { fields: ['hostId', 'cpus', 'memoryMiB'] }),
+      em.find(Drift, { state: 'open' }, { fields: ['kind'] }),
     ]);
     // From here on everything is synchronous: the registry never shows a half-set state.
     for (const m of [
@@ -66,6 +67,7 @@ export function createFleetMetrics(db: Db, registry: Registry): FleetMetrics {
       metrics.clusterImbalance,
       metrics.operationsInFlight,
       metrics.activationStuck,
+      metrics.drift,
     ]) {
       m.reset();
     }
@@ -73,6 +75,7 @@ export function createFleetMetrics(db: Db, registry: Registry): FleetMetrics {
     let stuck = 0;
     for (const op of ops as OpRow[]) observeOperation(metrics, op, () => stuck++);
     metrics.activationStuck.set(stuck);
+    for (const kind of DRIFT_KINDS) metrics.drift.set({ kind }, drifts.filter((d) => d.kind === kind).length);
 
     const used = new Map<string, { cpus: number; memoryMiB: number }>();
     for (const a of allocations) {

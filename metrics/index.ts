@@ -53,6 +53,7 @@ export function createMetrics(registry: Registry, opts: { defaultMetrics?: boole
     }),
     clusterImbalance: new Gauge({ name: 'ferry_cluster_imbalance', help: 'Standard deviation of normalized host memory load', registers }),
     operationsInFlight: new Gauge({ name: 'ferry_operations_in_flight', help: 'Operations currently running', labelNames: ['kind'] as const, registers }),
+    drift: new Gauge({ name: 'ferry_drift', help: 'Open drift between inventory and hypervisors, by kind (Reconcile)', labelNames: ['kind'] as const, registers }),
     activationStuck: new Gauge({
       name: 'ferry_migration_activation_stuck',
       help: 'Migrations past commitment whose activation keeps failing (alert on > 0)',

@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import type { HypervisorDriver } from '../drivers/hypervisor.js';
 import { createHostActivities } from '../activities/host.js';
 import { createControlActivities, type ControlActivityDeps } from '../activities/control.js';
+import { createDriftActivities } from '../activities/drift.js';
 import { controlQueue, hostQueue } from '../workflows/definitions.js';
 
 export const WORKFLOWS_PATH = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
@@ -43,7 +44,7 @@ export async function createControlWorker(opts: WorkerBase & { deps: ControlActi
     namespace: opts.namespace,
     taskQueue: controlQueue(opts.prefix),
     workflowBundle: await workflowBundle(),
-    activities: createControlActivities(opts.deps),
+    activities: { ...createControlActivities(opts.deps), ...createDriftActivities({ db: opts.deps.db }) },
     // many short DB activities and workflow tasks; 2 cores
     maxConcurrentActivityTaskExecutions: 50,
     // after a SIGKILL the server keeps sending a workflow's next task to the dead worker's sticky

@@ -194,3 +194,120 @@ export const switchoverUpdate = defineUpdate<MigrationProgress>('switchover');
 export const setMigrationParamsUpdate = defineUpdate<MigrationProgress, [SetMigrationParamsInput]>('setParams');
 /** cancel = roll back (only before commitment); also reachable by cancelling the workflow */
 export const cancelMigrationSignal = defineSignal<[{ reason?: string }]>('cancel');
+
+// ---------------------------------------------------------------- fleet operations
+/** Business keys of the fleet operations besides `workflowIds.evacuate`. */
+export const fleetIds = {
+  rebalance: (cluster: string) => `rebalance-${cluster}`,
+  /** a dry run that only plans: never holds the business key of the real operation */
+  plan: (planId: string) => `plan-${planId}`,
+  reconcile: (cluster: string) => `reconcile-${cluster}`,
+};
+
+/** The cluster name of the rebalance and reconcile business keys (one cluster per ferry). */
+export const DEFAULT_CLUSTER = 'default';
+
+export interface EvacuateInput {
+  hostId: string;
+  /** moves in flight at once (default 3); the hosts' own migration limits apply too */
+  maxParallel?: number;
+  /** a VM that cannot move live may move cold */
+  allowCold?: boolean;
+  /** stopped VMs move cold instead of staying */
+  includeStopped?: boolean;
+  /** plan, store the plan under planId, touch nothing else */
+  dryRun?: boolean;
+  /** the stored plan: the dry run's id, or the approved plan to execute exactly */
+  planId?: string;
+  /** convergence policy of every live move */
+  policy?: string;
+  /** who asked (API principal), recorded on the operation */
+  principal?: string;
+  /** internal: the state carried across continue-as-new */
+  carry?: FleetCarry;
+}
+
+export interface RebalanceInput {
+  cluster: string;
+  /** 1 = fix violated rules only ... 5 = any small benefit (default 3, like DRS) */
+  level?: 1 | 2 | 3 | 4 | 5;
+  /** moves per run (default 5) */
+  maxMoves?: number;
+  maxParallel?: number;
+  /** a VM moved within this many ms is not moved again (default 15 min; no ping-pong) */
+  cooldownMs?: number;
+  dryRun?: boolean;
+  planId?: string;
+  policy?: string;
+  principal?: string;
+  carry?: FleetCarry;
+}
+
+export type VmMoveState = 'waiting' | 'in-flight' | 'moved' | 'failed' | 'left' | 'cancelled';
+
+/** One VM of an evacuation or rebalance, from plan to outcome. */
+export interface VmMoveReport {
+  vmId: string;
+  vmName: string;
+  from: string;
+  /** the current (or final) target */
+  to?: string;
+  kind?: 'live' | 'cold';
+  state: VmMoveState;
+  attempts: number;
+  /** targets tried and failed, oldest first */
+  failedTargets: string[];
+  predictedMs?: number;
+  /** workflow time, ms since epoch */
+  startedAtMs?: number;
+  endedAtMs?: number;
+  durationMs?: number;
+  downtimeMs?: number;
+  /** the child migration's workflow id */
+  migrationId?: string;
+  /** why it stayed, failed or was cancelled; for a move: why it moved */
+  reason?: string;
+}
+
+export type FleetState = 'validating' | 'planning' | 'running' | 'paused' | 'cancelling' | 'completed' | 'failed' | 'cancelled' | 'refused' | 'planned';
+
+export interface FleetProgress {
+  operationId: string;
+  kind: 'evacuation' | 'rebalance';
+  /** the evacuated host, or the cluster */
+  subject: string;
+  state: FleetState;
+  planId?: string;
+  dryRun: boolean;
+  maxParallel: number;
+  counts: { moved: number; inFlight: number; waiting: number; failed: number; left: number; cancelled: number };
+  vms: VmMoveReport[];
+  predictedMakespanMs?: number;
+  lowerBoundMs?: number;
+  /** ms since epoch when everything is predicted done, re-predicted from finished moves */
+  etaMs?: number;
+  /** actual / predicted duration of the finished moves (1 before any finished) */
+  predictionFactor?: number;
+  imbalanceBefore?: number;
+  imbalanceAfter?: number;
+  startedAtMs: number;
+  endedAtMs?: number;
+  /** why the operation was refused (stale plan) or failed */
+  error?: string;
+  /** peak of moves in flight at once */
+  maxInFlightSeen: number;
+}
+
+/** What crosses continue-as-new: the report so far; waiting moves are re-read from it. */
+export interface FleetCarry {
+  progress: FleetProgress;
+  /** the plan's moves not yet started, in order */
+  queue: Array<{ vmId: string; to: string; kind: 'live' | 'cold'; predictedMs: number }>;
+}
+
+export const fleetProgressQuery = defineQuery<FleetProgress>('progress');
+/** no new move starts; running ones finish */
+export const pauseFleetSignal = defineSignal('pause');
+export const resumeFleetSignal = defineSignal('resume');
+/** no new move starts; `abortRunning` also rolls back moves before their commitment */
+export const cancelFleetSignal = defineSignal<[{ reason?: string; abortRunning?: boolean }]>('cancel');

@@ -2,3 +2,4 @@
 export { provisionVm } from './provision.js';
 export { liveMigrate } from './live-migrate.js';
 export { vmLifecycle, createTemplateFromVm } from './lifecycle.js';
+export { reconcile } from './reconcile.js';
