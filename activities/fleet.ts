@@ -19,15 +19,29 @@ export interface FleetPredictionConfig {
   defaultLinkBandwidthBytesPerSec: number;
 }
 
+/**
+ * Defaults: a live migration through ferry costs about 1 s of wall time beyond its transfer on
+ * the dev server (16 activities and 17 workflow tasks at ~55 ms each; bench/README.md); cold
+ * copies at a modest datastore's 200 MiB/s; hosts with no known link talk at 1 GiB/s (the
+ * simulator's default link).
+ */
+export const DEFAULT_FLEET_PREDICTION: FleetPredictionConfig = {
+  timeScale: 1,
+  perMoveOverheadMs: 1000,
+  coldCopyBytesPerSec: 200 * 1024 ** 2,
+  defaultLinkBandwidthBytesPerSec: 1024 ** 3,
+};
+
 export interface FleetActivityDeps {
   db: Db;
-  prediction: FleetPredictionConfig;
+  prediction?: Partial<FleetPredictionConfig>;
 }
 
 const MOVABLE_STATES: readonly string[] = ['running', 'stopped', 'paused', 'migrating', 'provisioning', 'error'];
 
-export function createFleetActivities(deps: FleetActivityDeps) {
-  const { db } = deps;
+export function createFleetActivities(fleetDeps: FleetActivityDeps) {
+  const { db } = fleetDeps;
+  const deps = { db, prediction: { ...DEFAULT_FLEET_PREDICTION, ...fleetDeps.prediction } };
   return {
     fleetSettings(): Promise<FleetPredictionConfig> {
       return Promise.resolve(deps.prediction);

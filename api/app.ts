@@ -19,6 +19,7 @@ import { healthRoutes } from './routes/health.js';
 import { inventoryRoutes } from './routes/inventory.js';
 import { migrationRoutes } from './routes/migrations.js';
 import { operationRoutes } from './routes/operations.js';
+import { fleetRoutes } from './routes/fleet.js';
 import { driftRoutes } from './routes/drift.js';
 import { vmRoutes } from './routes/vms.js';
 
@@ -88,6 +89,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   vmRoutes(app, ctx);
   migrationRoutes(app, ctx);
   operationRoutes(app, ctx);
+  fleetRoutes(app, ctx);
   driftRoutes(app, ctx);
   return app;
 }

@@ -32,6 +32,8 @@ export interface HostInfo {
   networks: string[];
   /** address other hosts use to reach this host for migration traffic */
   migrationAddress: string;
+  /** migration links to other hosts whose bandwidth the driver knows (the simulator's links) */
+  links?: Array<{ peerHostId: string; bandwidthBytesPerSec: number }>;
 }
 
 /** Where a new disk's content comes from (provisioning step 2). */

@@ -59,6 +59,8 @@ export interface ClusterSpec {
     dirtyRateMiBps: number;
     writableWorkingSetMiB: number;
     tags?: string[];
+    antiAffinityTag?: string;
+    affinityTag?: string;
   }>;
 }
 
@@ -153,6 +155,8 @@ export async function seedCluster(db: Db, sim: Simulator | undefined, spec: Clus
       seedPath: null,
       cpuFeatures: v.cpuFeatures,
       tags: v.tags ?? [],
+      antiAffinityTag: v.antiAffinityTag ?? null,
+      affinityTag: v.affinityTag ?? null,
       workload,
       error: null,
     });

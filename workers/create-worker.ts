@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import type { HypervisorDriver } from '../drivers/hypervisor.js';
 import { createHostActivities } from '../activities/host.js';
 import { createControlActivities, type ControlActivityDeps } from '../activities/control.js';
+import { createFleetActivities, type FleetPredictionConfig } from '../activities/fleet.js';
 import { createDriftActivities } from '../activities/drift.js';
 import { controlQueue, hostQueue } from '../workflows/definitions.js';
 
@@ -38,13 +39,18 @@ export interface WorkerBase {
   prefix?: string;
 }
 
-export async function createControlWorker(opts: WorkerBase & { deps: ControlActivityDeps }): Promise<Worker> {
+export type ControlWorkerDeps = ControlActivityDeps & {
+  /** how fleet plans predict a move's wall-clock time (the simulator passes its time scale) */
+  prediction?: Partial<FleetPredictionConfig>;
+};
+
+export async function createControlWorker(opts: WorkerBase & { deps: ControlWorkerDeps }): Promise<Worker> {
   return Worker.create({
     connection: opts.connection,
     namespace: opts.namespace,
     taskQueue: controlQueue(opts.prefix),
     workflowBundle: await workflowBundle(),
-    activities: { ...createControlActivities(opts.deps), ...createDriftActivities({ db: opts.deps.db }) },
+    activities: { ...createControlActivities(opts.deps), ...createFleetActivities({ db: opts.deps.db, prediction: opts.deps.prediction }), ...createDriftActivities({ db: opts.deps.db }) },
     // many short DB activities and workflow tasks; 2 cores
     maxConcurrentActivityTaskExecutions: 50,
     // after a SIGKILL the server keeps sending a workflow's next task to the dead worker's sticky

@@ -72,7 +72,7 @@ export async function startFerry(opts: {
     });
     const workers = [];
     if (role === 'all' || role === 'workers' || role === 'control') {
-      workers.push(await createControlWorker({ connection, namespace: config.temporalNamespace, prefix: opts.prefix, deps: { db, faults: sim ? simFaultHook(sim) : undefined } }));
+      workers.push(await createControlWorker({ connection, namespace: config.temporalNamespace, prefix: opts.prefix, deps: { db, faults: sim ? simFaultHook(sim) : undefined, prediction: sim ? { timeScale: config.simTimeScale } : undefined } }));
     }
     if (role === 'all' || role === 'workers' || role === 'agents') {
       const hosts = await db.em().find(Host, {}, { orderBy: { id: 'asc' } });

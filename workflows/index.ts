@@ -2,4 +2,5 @@
 export { provisionVm } from './provision.js';
 export { liveMigrate } from './live-migrate.js';
 export { vmLifecycle, createTemplateFromVm } from './lifecycle.js';
+export { evacuateHost } from './evacuate-host.js';
 export { reconcile } from './reconcile.js';

@@ -2,6 +2,7 @@
 // pools. Registering a record is a plain database write (no workflow): nothing outside the
 // database changes until a workflow uses the record.
 import { randomBytes } from 'node:crypto';
+import { setMaintenance } from '../../db/repositories/maintenance.js';
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
@@ -75,13 +76,16 @@ export function inventoryRoutes(app: FastifyInstance, ctx: ApiContext): void {
     },
     async (req) => {
       const em = ctx.db.em();
-      const h = await em.findOne(Host, { id: req.params.id });
-      if (!h) throw notFound('host', req.params.id);
-      if (h.maintenance !== req.body.enabled) {
-        h.maintenance = req.body.enabled;
-        await em.flush(); // optimistic lock: a concurrent change of this host is a 409, not lost
-      }
-      return hostDto(h, (await usageByHost(em, [h.id])).get(h.id));
+      if (!(await em.findOne(Host, { id: req.params.id }))) throw notFound('host', req.params.id);
+      // the change and its Operation record (kind maintenance, enter | leave) in one transaction
+      const { host } = await setMaintenance(ctx.db, {
+        hostId: req.params.id,
+        enabled: req.body.enabled,
+        key: rid('api'),
+        workflowId: 'api',
+        reason: req.body.enabled ? 'entered through the API' : 'left through the API',
+      });
+      return hostDto(host, (await usageByHost(em, [host.id])).get(host.id));
     },
   );
 

@@ -75,6 +75,8 @@ export function vmRoutes(app: FastifyInstance, ctx: ApiContext): void {
         diskPaths: [],
         cpuFeatures: [],
         tags: b.tags ?? [],
+        antiAffinityTag: b.antiAffinityTag ?? null,
+        affinityTag: b.affinityTag ?? null,
         workload: b.workload ?? null,
       });
       try {

@@ -401,6 +401,8 @@ export async function commitMigration(x: Db | Em, input: CommitMigrationInput): 
       for (const a of old) tx.remove(a);
       vm.hostId = input.targetHostId;
       if (res.datastoreId) vm.datastoreId = res.datastoreId;
+      // the rebalance cool-down counts from the commit (the guest's home changed here)
+      vm.lastMigratedAt = new Date();
       const record: CommitRecord = {
         committedAt: new Date().toISOString(),
         vmId: vm.id,

@@ -127,7 +127,7 @@ export async function startTestFerry(opts: { cluster?: ClusterSpec; timeScale?: 
     cluster,
     async startWorkers() {
       connection ??= await NativeConnection.connect({ address });
-      const workers: Worker[] = [await createControlWorker({ connection, namespace: 'default', prefix, deps: { db, faults: simFaultHook(sim) } })];
+      const workers: Worker[] = [await createControlWorker({ connection, namespace: 'default', prefix, deps: { db, faults: simFaultHook(sim), prediction: { timeScale } } })];
       for (const h of cluster.hosts) workers.push(await createHostAgent({ connection, namespace: 'default', prefix, driver: sim.forHost(h.id), pollMs: 20 }));
       running = runWorkers(workers);
     },

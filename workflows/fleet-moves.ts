@@ -1,0 +1,169 @@
+// The move executor shared by EvacuateHost and Rebalance: runs a plan's moves as child
+// LiveMigrate workflows, strictly in plan order, at most `maxParallel` in flight (each child also
+// queues for its hosts' own migration slots), and keeps the per-VM report. Pause stops new starts;
+// cancel stops new starts and, with abortRunning, signals the running children to roll back
+// (only possible before their commitment: a committed move always finishes).
+//
+// Child ids are the business key `migrate-<vmId>`: a worker that dies and replays this workflow
+// finds its children by id and never starts a second migration of the same VM; an operator's own
+// migration of that VM makes the start fail, and the VM is reported, not moved twice.
+import {
+  ApplicationFailure,
+  condition,
+  getExternalWorkflowHandle,
+  ParentClosePolicy,
+  startChild,
+  workflowInfo,
+  type ChildWorkflowHandle,
+} from '@temporalio/workflow';
+import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
+import { describeFailure } from '../domain/failures.js';
+import { cancelMigrationSignal, workflowIds, type FleetCarry, type FleetProgress, type MigrationResult, type VmMoveReport } from './definitions.js';
+import { liveMigrate } from './live-migrate.js';
+
+export interface MoveControl {
+  paused: boolean;
+  cancel?: { reason: string; abortRunning: boolean };
+}
+
+export type QueuedMove = FleetCarry['queue'][number];
+
+export interface MoveExecutorOptions {
+  progress: FleetProgress;
+  queue: QueuedMove[];
+  control: MoveControl;
+  policy?: string;
+  /** after a failed attempt: a new target for the VM (one retry), or why there is none */
+  retarget?: (vm: VmMoveReport) => Promise<QueuedMove | { reason: string }>;
+  /** called after every change of the report (audit record, ETA) */
+  onChange: () => Promise<void>;
+  /** stop starting moves and return 'continue-as-new' once the history is this long */
+  historyLimit?: number;
+}
+
+/** Histories stay far below Temporal's 50k-event limit: a move costs ~10 events here. */
+export const DEFAULT_HISTORY_LIMIT = 8000;
+
+export function recount(p: FleetProgress): void {
+  const c = { moved: 0, inFlight: 0, waiting: 0, failed: 0, left: 0, cancelled: 0 };
+  for (const v of p.vms) {
+    if (v.state === 'in-flight') c.inFlight++;
+    else if (v.state === 'moved') c.moved++;
+    else if (v.state === 'waiting') c.waiting++;
+    else if (v.state === 'failed') c.failed++;
+    else if (v.state === 'left') c.left++;
+    else c.cancelled++;
+  }
+  p.counts = c;
+  p.maxInFlightSeen = Math.max(p.maxInFlightSeen, c.inFlight);
+}
+
+export async function runMoves(opts: MoveExecutorOptions): Promise<'done' | 'continue-as-new'> {
+  const { progress, queue, control } = opts;
+  const byVm = new Map(progress.vms.map((v) => [v.vmId, v]));
+  const running = new Map<string, Promise<void>>();
+  const limit = opts.historyLimit ?? DEFAULT_HISTORY_LIMIT;
+  let changed = false;
+
+  const finish = (vm: VmMoveReport, state: VmMoveReport['state'], reason?: string, r?: MigrationResult) => {
+    vm.state = state;
+    vm.endedAtMs = Date.now();
+    if (vm.startedAtMs !== undefined) vm.durationMs = vm.endedAtMs - vm.startedAtMs;
+    if (r?.downtimeMs !== undefined) vm.downtimeMs = r.downtimeMs;
+    if (reason !== undefined) vm.reason = reason;
+    changed = true;
+  };
+
+  const start = async (move: QueuedMove): Promise<void> => {
+    const vm = byVm.get(move.vmId)!;
+    vm.to = move.to;
+    vm.kind = move.kind;
+    vm.predictedMs = move.predictedMs;
+    vm.attempts++;
+    vm.state = 'in-flight';
+    vm.startedAtMs = Date.now();
+    vm.endedAtMs = vm.durationMs = undefined;
+    vm.migrationId = workflowIds.migrate(move.vmId);
+    changed = true;
+    if (move.kind === 'cold') {
+      // ColdMigrate is its own issue; until it lands a cold move is reported, never faked
+      finish(vm, 'left', `needs a cold migration to ${move.to}, which this ferry cannot run yet; the VM stays on ${vm.from}`);
+      return;
+    }
+    let child: ChildWorkflowHandle<typeof liveMigrate>;
+    try {
+      child = await startChild(liveMigrate, {
+        workflowId: vm.migrationId,
+        args: [{ vmId: move.vmId, targetHostId: move.to, policy: opts.policy }],
+        // a migration runs to its own end (commit or rollback) even if the evacuation is
+        // terminated: stopping it halfway is exactly what must never happen to a guest
+        parentClosePolicy: ParentClosePolicy.ABANDON,
+      });
+    } catch (err) {
+      if (err instanceof WorkflowExecutionAlreadyStartedError) {
+        finish(vm, 'failed', `a migration of this VM is already running (${vm.migrationId}); not moved twice`);
+        return;
+      }
+      throw err;
+    }
+    let outcome: { state: 'moved' | 'failed' | 'cancelled'; reason?: string; result?: MigrationResult };
+    try {
+      const result = await child.result();
+      outcome = result.state === 'completed' ? { state: 'moved', result } : { state: result.state === 'cancelled' ? 'cancelled' : 'failed', reason: result.error ?? result.state, result };
+    } catch (err) {
+      const reason = describeFailure(err);
+      outcome = { state: control.cancel?.abortRunning && /cancel/i.test(reason) ? 'cancelled' : 'failed', reason };
+    }
+    if (outcome.state === 'failed' && opts.retarget && vm.attempts < 2 && !control.cancel) {
+      vm.failedTargets.push(move.to);
+      const next = await opts.retarget(vm);
+      if ('to' in next) {
+        vm.reason = `attempt ${vm.attempts} to ${move.to} failed: ${outcome.reason}; retrying on ${next.to}`;
+        return start(next);
+      }
+      finish(vm, 'failed', `${outcome.reason}; no other target: ${next.reason}`);
+      return;
+    }
+    if (outcome.state === 'failed') vm.failedTargets.push(move.to);
+    finish(vm, outcome.state, outcome.state === 'moved' ? vm.reason : outcome.reason, outcome.result);
+  };
+
+  const abortSent = new Set<string>();
+  for (;;) {
+    if (control.cancel) {
+      for (const m of queue.splice(0)) finish(byVm.get(m.vmId)!, 'cancelled', `not started: ${control.cancel.reason}`);
+      if (control.cancel.abortRunning) {
+        for (const vmId of running.keys()) {
+          if (abortSent.has(vmId)) continue;
+          abortSent.add(vmId);
+          // a committed migration ignores this and finishes; an earlier one rolls back
+          await getExternalWorkflowHandle(workflowIds.migrate(vmId)).signal(cancelMigrationSignal, { reason: control.cancel.reason });
+        }
+      }
+    }
+    const tooLong = workflowInfo().historyLength > limit || workflowInfo().continueAsNewSuggested;
+    while (!control.paused && !control.cancel && !tooLong && queue.length > 0 && running.size < progress.maxParallel) {
+      const move = queue.shift()!;
+      const p = start(move).finally(() => running.delete(move.vmId));
+      running.set(move.vmId, p);
+    }
+    recount(progress);
+    if (changed) {
+      changed = false;
+      await opts.onChange();
+    }
+    if (running.size === 0 && (queue.length === 0 || control.cancel)) return 'done';
+    if (running.size === 0 && tooLong) return 'continue-as-new';
+    const before = running.size;
+    const pausedBefore = control.paused;
+    const cancelBefore = control.cancel;
+    await condition(() => running.size < before || control.paused !== pausedBefore || control.cancel !== cancelBefore || changed);
+  }
+}
+
+/** Refuses a plan input that no executor could honour (defensive: the API validated it). */
+export function assertParallel(maxParallel: number): void {
+  if (!Number.isInteger(maxParallel) || maxParallel < 1 || maxParallel > 100) {
+    throw ApplicationFailure.create({ type: 'InvalidArgument', message: `maxParallel must be an integer 1..100, got ${maxParallel}`, nonRetryable: true, details: [{ field: 'maxParallel' }] });
+  }
+}
