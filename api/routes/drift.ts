@@ -28,24 +28,11 @@ const ReconcileBody = z
   .strictObject({ agentTimeoutMs: z.number().int().min(1000).max(300_000).optional().describe('how long a host agent may take to pick up its report (default 10000)') })
   .nullish();
 
-const iso = (d: Date | null | undefined) => (d ? new Date(d).toISOString() : null);
+/** The answer shape of a drift record: its columns (dates as ISO strings, absent values null). */
+const DTO_FIELDS = ['id', 'kind', 'vmId', 'hostId', 'state', 'expected', 'observed', 'operationId', 'resolution', 'resolvedBy', 'detectedAt', 'lastSeenAt', 'resolvedAt'] as const;
 
-export function driftDto(d: Drift) {
-  return {
-    id: d.id,
-    kind: d.kind,
-    vmId: d.vmId,
-    hostId: d.hostId,
-    state: d.state,
-    expected: d.expected,
-    observed: d.observed,
-    operationId: d.operationId ?? null,
-    resolution: d.resolution ?? null,
-    resolvedBy: d.resolvedBy ?? null,
-    detectedAt: iso(d.detectedAt),
-    lastSeenAt: iso(d.lastSeenAt),
-    resolvedAt: iso(d.resolvedAt),
-  };
+export function driftDto(d: Drift): Record<(typeof DTO_FIELDS)[number], unknown> {
+  return Object.fromEntries(DTO_FIELDS.map((k) => [k, d[k] instanceof Date ? d[k].toISOString() : (d[k] ?? null)])) as Record<(typeof DTO_FIELDS)[number], unknown>;
 }
 
 /** Who is asking, as recorded on operations: the token's name when tokens are named, else its role. */
@@ -54,26 +41,27 @@ export function principalOf(req: FastifyRequest): string {
   return named ?? `${req.role ?? 'unknown'}-token`;
 }
 
+/** One page of drift, newest first, with the list filters applied. */
+async function listDrift(ctx: ApiContext, q: z.infer<typeof DriftListQuery>) {
+  const filters = Object.fromEntries((['state', 'kind', 'vmId', 'hostId'] as const).filter((k) => q[k] !== undefined).map((k) => [k, q[k]]));
+  const limit = q.limit ?? DEFAULT_LIMIT;
+  const found = await ctx.db.em().find(Drift, { ...filters, ...afterKey('detectedAt', decodeCursor(q.cursor, true), true) }, { orderBy: { detectedAt: 'desc', id: 'desc' }, limit: limit + 1 });
+  const { rows, nextCursor } = page(found, limit, (d) => d.detectedAt);
+  return { items: rows.map(driftDto), nextCursor };
+}
+
 export function driftRoutes(app: FastifyInstance, ctx: ApiContext): void {
-  const r = app.withTypeProvider<ZodTypeProvider>();
+  const typed = app.withTypeProvider<ZodTypeProvider>();
+  const listSchema = { tags: ['drift'], summary: 'Drift found by Reconcile, newest first', querystring: DriftListQuery, response: { 200: AnyList, 400: ErrorSchema } };
+  typed.get('/v1/drift', { schema: listSchema }, (req) => listDrift(ctx, req.query));
 
-  r.get('/v1/drift', { schema: { tags: ['drift'], summary: 'Drift found by Reconcile, newest first', querystring: DriftListQuery, response: { 200: AnyList, 400: ErrorSchema } } }, async (req) => {
-    const q = req.query;
-    const limit = q.limit ?? DEFAULT_LIMIT;
-    const where: Record<string, unknown> = { ...afterKey('detectedAt', decodeCursor(q.cursor, true), true) };
-    for (const k of ['state', 'kind', 'vmId', 'hostId'] as const) if (q[k] !== undefined) where[k] = q[k];
-    const rows = await ctx.db.em().find(Drift, where, { orderBy: { detectedAt: 'desc', id: 'desc' }, limit: limit + 1 });
-    const p = page(rows, limit, (d) => d.detectedAt);
-    return { items: p.rows.map(driftDto), nextCursor: p.nextCursor };
+  typed.get('/v1/drift/:id', { schema: { tags: ['drift'], summary: 'One drift record', params: idParams, response: { 200: AnyObject, 404: ErrorSchema } } }, async (req) => {
+    const found = await ctx.db.em().findOne(Drift, { id: req.params.id });
+    if (found) return driftDto(found);
+    throw notFound('drift', req.params.id);
   });
 
-  r.get('/v1/drift/:id', { schema: { tags: ['drift'], summary: 'One drift record', params: idParams, response: { 200: AnyObject, 404: ErrorSchema } } }, async (req) => {
-    const d = await ctx.db.em().findOne(Drift, { id: req.params.id });
-    if (!d) throw notFound('drift', req.params.id);
-    return driftDto(d);
-  });
-
-  r.post(
+  typed.post(
     '/v1/drift/:id/resolve',
     {
       schema: {
@@ -91,7 +79,7 @@ export function driftRoutes(app: FastifyInstance, ctx: ApiContext): void {
     },
   );
 
-  r.post(
+  typed.post(
     '/v1/reconcile',
     { schema: { tags: ['drift'], summary: 'Run Reconcile now (409 while one runs)', body: ReconcileBody, response: { 202: AnyObject, 400: ErrorSchema, 409: ErrorSchema } } },
     async (req, reply) => {

@@ -14,22 +14,24 @@ async function addDrift(t: TestApi, over: Partial<Drift> & { id: string; kind: D
   await em.flush();
 }
 
+/** Two VMs, one of them with an allocation, and four drift records a second apart (one resolved). */
+async function seedDrift(t: TestApi): Promise<void> {
+  await seedInventory(t.db);
+  await addVm(t.db, { id: 'vm-lost', name: 'lost' });
+  await addVm(t.db, { id: 'vm-off', name: 'off', ip: '10.0.0.11' });
+  const em = t.db.em();
+  em.create(Allocation, { id: 'alloc-lost', hostId: 'h1', vmId: 'vm-lost', kind: 'vm', cpus: 2, memoryMiB: 1024, diskGiB: 4, datastoreId: 'shared', operationId: 'op-lost' });
+  await em.flush();
+  const t0 = Date.parse('2026-01-01T00:00:00Z');
+  await addDrift(t, { id: 'missing-vm-vm-lost', kind: 'missing-vm', vmId: 'vm-lost', expected: { hostId: 'h1', state: 'running' }, observed: { hostId: 'h1', state: 'absent' } }, new Date(t0));
+  await addDrift(t, { id: 'wrong-state-vm-off', kind: 'wrong-state', vmId: 'vm-off', expected: { hostId: 'h1', state: 'running' }, observed: { hostId: 'h1', state: 'crashed' } }, new Date(t0 + 1000));
+  await addDrift(t, { id: 'unknown-vm-stray', kind: 'unknown-vm', vmId: 'stray', hostId: 'h2', observed: { hostId: 'h2', state: 'running', cpus: 1, memoryBytes: 512 * 1024 ** 2 } }, new Date(t0 + 2000));
+  await addDrift(t, { id: 'stuck-paused-vm-old', kind: 'stuck-paused', vmId: 'vm-old', state: 'resolved', resolution: 'gone', resolvedBy: 'reconcile', resolvedAt: new Date(t0 + 4000) }, new Date(t0 + 3000));
+}
+
 describe('drift routes', () => {
   let t: TestApi;
-  before(async () => {
-    t = await startTestApi();
-    await seedInventory(t.db);
-    await addVm(t.db, { id: 'vm-lost', name: 'lost' });
-    await addVm(t.db, { id: 'vm-off', name: 'off', ip: '10.0.0.11' });
-    const em = t.db.em();
-    em.create(Allocation, { id: 'alloc-lost', hostId: 'h1', vmId: 'vm-lost', kind: 'vm', cpus: 2, memoryMiB: 1024, diskGiB: 4, datastoreId: 'shared', operationId: 'op-lost' });
-    await em.flush();
-    const t0 = Date.parse('2026-01-01T00:00:00Z');
-    await addDrift(t, { id: 'missing-vm-vm-lost', kind: 'missing-vm', vmId: 'vm-lost', expected: { hostId: 'h1', state: 'running' }, observed: { hostId: 'h1', state: 'absent' } }, new Date(t0));
-    await addDrift(t, { id: 'wrong-state-vm-off', kind: 'wrong-state', vmId: 'vm-off', expected: { hostId: 'h1', state: 'running' }, observed: { hostId: 'h1', state: 'crashed' } }, new Date(t0 + 1000));
-    await addDrift(t, { id: 'unknown-vm-stray', kind: 'unknown-vm', vmId: 'stray', hostId: 'h2', observed: { hostId: 'h2', state: 'running', cpus: 1, memoryBytes: 512 * 1024 ** 2 } }, new Date(t0 + 2000));
-    await addDrift(t, { id: 'stuck-paused-vm-old', kind: 'stuck-paused', vmId: 'vm-old', state: 'resolved', resolution: 'gone', resolvedBy: 'reconcile', resolvedAt: new Date(t0 + 4000) }, new Date(t0 + 3000));
-  });
+  before(async () => seedDrift((t = await startTestApi())));
   after(() => t.close());
 
   it('lists newest first, filters by state and kind, pages with a cursor', async () => {
