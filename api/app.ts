@@ -20,6 +20,7 @@ import { inventoryRoutes } from './routes/inventory.js';
 import { migrationRoutes } from './routes/migrations.js';
 import { operationRoutes } from './routes/operations.js';
 import { fleetRoutes } from './routes/fleet.js';
+import { ensureConfiguredSchedules, rebalanceRoutes } from './routes/rebalance.js';
 import { driftRoutes } from './routes/drift.js';
 import { vmRoutes } from './routes/vms.js';
 
@@ -90,6 +91,17 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   migrationRoutes(app, ctx);
   operationRoutes(app, ctx);
   fleetRoutes(app, ctx);
+  rebalanceRoutes(app, ctx);
+  // FERRY_REBALANCE_CRON / FERRY_RECONCILE_CRON: the schedules exist once the API listens
+  // (idempotent: every replica may do it; a bad expression is named and the API still serves)
+  app.addHook('onListen', async () => {
+    try {
+      const made = await ensureConfiguredSchedules(ctx, deps.env ?? process.env);
+      if (made.length) app.log.info(`ferry api: schedules ${made.join(', ')}`);
+    } catch (e) {
+      app.log.error(`ferry api: FERRY_REBALANCE_CRON / FERRY_RECONCILE_CRON: ${e instanceof Error ? e.message : e}`);
+    }
+  });
   driftRoutes(app, ctx);
   return app;
 }

@@ -9,9 +9,8 @@
 // anything changes (not even maintenance), never half applied.
 import { ApplicationFailure, CancellationScope, continueAsNew, isCancellation, proxyActivities, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
 import type { FleetActivities } from '../activities/fleet.js';
-import type { ClusterSnapshot, FleetPlan, PlanLink, PredictionSettings } from '../domain/plan-types.js';
-import { planEvacuation, reestimate, revalidatePlan } from '../domain/planner.js';
-import { resolvePolicy } from '../domain/policies.js';
+import type { FleetPlan } from '../domain/plan-types.js';
+import { planEvacuation, revalidatePlan } from '../domain/planner.js';
 import { describeFailure } from '../domain/failures.js';
 import {
   SA,
@@ -24,13 +23,13 @@ import {
   type VmMoveReport,
 } from './definitions.js';
 import { workflowContext } from './context.js';
-import { dbProfile, hostQuickProfile } from './profiles.js';
-import { assertParallel, recount, runMoves, type MoveControl, type QueuedMove } from './fleet-moves.js';
+import { dbProfile } from './profiles.js';
+import { assertParallel, predictionSettings, recount, runMoves, takeSnapshot, updateEta, type MoveControl, type QueuedMove } from './fleet-moves.js';
 
 export const DEFAULT_MAX_PARALLEL = 3;
 
 export async function evacuateHost(input: EvacuateInput): Promise<FleetProgress> {
-  const { info, ctl, ctlComp, onHost } = workflowContext();
+  const { info, ctl, ctlComp } = workflowContext();
   const fleet = proxyActivities<FleetActivities>(dbProfile);
   const operationId = input.carry?.progress.operationId ?? info.runId;
   const maxParallel = input.maxParallel ?? DEFAULT_MAX_PARALLEL;
@@ -80,19 +79,8 @@ export async function evacuateHost(input: EvacuateInput): Promise<FleetProgress>
     });
   }
 
-  const settings = await fleet.fleetSettings();
-  const prediction: PredictionSettings = {
-    downtimeLimitMs: resolvePolicy(input.policy).initialDowntimeMs,
-    timeScale: settings.timeScale,
-    perMoveOverheadMs: settings.perMoveOverheadMs,
-    coldCopyBytesPerSec: settings.coldCopyBytesPerSec,
-  };
-  const snapshot = async (): Promise<ClusterSnapshot> => {
-    const links: PlanLink[] = [];
-    const hi = await onHost(input.hostId, hostQuickProfile).hostInfo();
-    for (const l of hi.links ?? []) links.push({ a: input.hostId, b: l.peerHostId, bandwidthBytesPerSec: l.bandwidthBytesPerSec });
-    return fleet.fleetSnapshot({ takenAtMs: Date.now(), links });
-  };
+  const prediction = await predictionSettings(input.policy);
+  const snapshot = () => takeSnapshot([input.hostId]);
   const request = { hostId: input.hostId, maxParallel, allowCold: Boolean(input.allowCold), includeStopped: Boolean(input.includeStopped) };
 
   const audit = (details: Record<string, unknown> = {}) =>
@@ -159,18 +147,7 @@ export async function evacuateHost(input: EvacuateInput): Promise<FleetProgress>
         return m ? { vmId: m.vmId, to: m.to, kind: m.kind, predictedMs: m.predictedMs } : { reason: again.left[0]?.reason ?? 'no target' };
       },
       onChange: async () => {
-        const finished = progress.vms.filter((v) => v.state === 'moved' && v.durationMs !== undefined).map((v) => ({ vmId: v.vmId, actualMs: v.durationMs! }));
-        if (plan) {
-          const running: Record<string, number> = {};
-          for (const v of progress.vms) if (v.state === 'in-flight' && v.startedAtMs !== undefined) running[v.vmId] = v.startedAtMs - startedPlanAt;
-          try {
-            const est = reestimate(plan, finished, running, Date.now() - startedPlanAt, progress.vms.filter((v) => v.state === 'waiting').map((v) => v.vmId));
-            progress.etaMs = startedPlanAt + est.etaMs;
-            progress.predictionFactor = est.factor;
-          } catch {
-            // an ETA is advice: a report that no longer fits the plan keeps the last one
-          }
-        }
+        updateEta(progress, plan, startedPlanAt);
         await audit();
       },
     });

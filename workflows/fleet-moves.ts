@@ -10,6 +10,7 @@
 import {
   ApplicationFailure,
   condition,
+  proxyActivities,
   getExternalWorkflowHandle,
   ParentClosePolicy,
   startChild,
@@ -17,7 +18,13 @@ import {
   type ChildWorkflowHandle,
 } from '@temporalio/workflow';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
+import type { FleetActivities } from '../activities/fleet.js';
 import { describeFailure } from '../domain/failures.js';
+import type { ClusterSnapshot, FleetPlan, PlanLink, PredictionSettings } from '../domain/plan-types.js';
+import { reestimate } from '../domain/planner.js';
+import { resolvePolicy } from '../domain/policies.js';
+import { workflowContext } from './context.js';
+import { dbProfile, hostQuickProfile } from './profiles.js';
 import { cancelMigrationSignal, workflowIds, type FleetCarry, type FleetProgress, type MigrationResult, type VmMoveReport } from './definitions.js';
 import { liveMigrate } from './live-migrate.js';
 
@@ -165,5 +172,50 @@ export async function runMoves(opts: MoveExecutorOptions): Promise<'done' | 'con
 export function assertParallel(maxParallel: number): void {
   if (!Number.isInteger(maxParallel) || maxParallel < 1 || maxParallel > 100) {
     throw ApplicationFailure.create({ type: 'InvalidArgument', message: `maxParallel must be an integer 1..100, got ${maxParallel}`, nonRetryable: true, details: [{ field: 'maxParallel' }] });
+  }
+}
+
+/**
+ * Takes the inventory snapshot a plan is made from, with the migration links the host agents of
+ * `linkHosts` report (the simulator knows its links; real drivers report none and the default
+ * bandwidth applies). Shared by EvacuateHost and Rebalance.
+ */
+export async function takeSnapshot(linkHosts: string[] | 'all'): Promise<ClusterSnapshot> {
+  const { onHost } = workflowContext();
+  const fleet = proxyActivities<FleetActivities>(dbProfile);
+  const bare = await fleet.fleetSnapshot({ takenAtMs: Date.now(), links: [] });
+  const ids = linkHosts === 'all' ? bare.hosts.filter((h) => h.state === 'up').map((h) => h.id) : linkHosts;
+  const seen = new Set<string>();
+  const links: PlanLink[] = [];
+  const infos = await Promise.all(ids.map((id) => onHost(id, hostQuickProfile).hostInfo().then((hi) => ({ id, hi }), () => undefined)));
+  for (const x of infos) {
+    for (const l of x?.hi.links ?? []) {
+      const key = [x!.id, l.peerHostId].sort().join('|');
+      if (seen.has(key)) continue;
+      seen.add(key);
+      links.push({ a: x!.id, b: l.peerHostId, bandwidthBytesPerSec: l.bandwidthBytesPerSec });
+    }
+  }
+  return { ...bare, links };
+}
+
+/** The prediction settings of the control worker, for a move under `policy`. */
+export async function predictionSettings(policy: string | undefined): Promise<PredictionSettings> {
+  const s = await proxyActivities<FleetActivities>(dbProfile).fleetSettings();
+  return { downtimeLimitMs: resolvePolicy(policy).initialDowntimeMs, timeScale: s.timeScale, perMoveOverheadMs: s.perMoveOverheadMs, coldCopyBytesPerSec: s.coldCopyBytesPerSec };
+}
+
+/** Sets the ETA of `progress` from the moves finished so far (advice: never fails the workflow). */
+export function updateEta(progress: FleetProgress, plan: FleetPlan | undefined, startedPlanAt: number): void {
+  if (!plan) return;
+  const finished = progress.vms.filter((v) => v.state === 'moved' && v.durationMs !== undefined).map((v) => ({ vmId: v.vmId, actualMs: v.durationMs! }));
+  const running: Record<string, number> = {};
+  for (const v of progress.vms) if (v.state === 'in-flight' && v.startedAtMs !== undefined) running[v.vmId] = v.startedAtMs - startedPlanAt;
+  try {
+    const est = reestimate(plan, finished, running, Date.now() - startedPlanAt, progress.vms.filter((v) => v.state === 'waiting').map((v) => v.vmId));
+    progress.etaMs = startedPlanAt + est.etaMs;
+    progress.predictionFactor = est.factor;
+  } catch {
+    // a report that no longer fits the plan (a move retried elsewhere) keeps the last ETA
   }
 }

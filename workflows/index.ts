@@ -4,3 +4,4 @@ export { liveMigrate } from './live-migrate.js';
 export { vmLifecycle, createTemplateFromVm } from './lifecycle.js';
 export { evacuateHost } from './evacuate-host.js';
 export { reconcile } from './reconcile.js';
+export { rebalance } from './rebalance.js';

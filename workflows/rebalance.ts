@@ -1,0 +1,137 @@
+// Rebalance (ARCHITECTURE.md section 3; like DRS and Watcher): measure normalized host load,
+// plan a bounded set of moves whose benefit passes the level's threshold (domain/rebalance.ts:
+// cool-down against ping-pong, never a migrating VM, never to or from maintenance, affinity
+// kept), then dry-run (store the plan) or execute the moves as child migrations with the same
+// executor and parallelism rules as an evacuation. Business key `rebalance-<cluster>`; a
+// Temporal Schedule (overlap policy skip) starts it periodically.
+import { ApplicationFailure, CancellationScope, isCancellation, proxyActivities, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
+import type { FleetActivities } from '../activities/fleet.js';
+import type { FleetPlan, RebalanceRequest } from '../domain/plan-types.js';
+import { imbalance, planRebalance, revalidatePlan } from '../domain/planner.js';
+import { describeFailure } from '../domain/failures.js';
+import { SA, cancelFleetSignal, fleetProgressQuery, pauseFleetSignal, resumeFleetSignal, type FleetProgress, type RebalanceInput } from './definitions.js';
+import { workflowContext } from './context.js';
+import { dbProfile } from './profiles.js';
+import { assertParallel, predictionSettings, recount, runMoves, takeSnapshot, updateEta, type MoveControl } from './fleet-moves.js';
+
+export const REBALANCE_DEFAULTS = { level: 3, maxMoves: 5, maxParallel: 3, cooldownMs: 15 * 60_000 } as const;
+
+export async function rebalance(input: RebalanceInput): Promise<FleetProgress> {
+  const { info, ctl, ctlComp } = workflowContext();
+  const fleet = proxyActivities<FleetActivities>(dbProfile);
+  const operationId = info.runId;
+  const req: RebalanceRequest = {
+    level: input.level ?? REBALANCE_DEFAULTS.level,
+    maxMoves: input.maxMoves ?? REBALANCE_DEFAULTS.maxMoves,
+    maxParallel: input.maxParallel ?? REBALANCE_DEFAULTS.maxParallel,
+    cooldownMs: input.cooldownMs ?? REBALANCE_DEFAULTS.cooldownMs,
+  };
+  assertParallel(req.maxParallel);
+  const control: MoveControl = { paused: false };
+  const progress: FleetProgress = {
+    operationId,
+    kind: 'rebalance',
+    subject: input.cluster,
+    state: input.planId && !input.dryRun ? 'validating' : 'planning',
+    planId: input.planId,
+    dryRun: Boolean(input.dryRun),
+    maxParallel: req.maxParallel,
+    counts: { moved: 0, inFlight: 0, waiting: 0, failed: 0, left: 0, cancelled: 0 },
+    vms: [],
+    startedAtMs: Date.now(),
+    maxInFlightSeen: 0,
+  };
+  setHandler(fleetProgressQuery, () => progress);
+  setHandler(pauseFleetSignal, () => {
+    control.paused = true;
+    if (progress.state === 'running') progress.state = 'paused';
+  });
+  setHandler(resumeFleetSignal, () => {
+    control.paused = false;
+    if (progress.state === 'paused') progress.state = 'running';
+  });
+  setHandler(cancelFleetSignal, ({ reason, abortRunning } = {}) => {
+    control.cancel ??= { reason: reason || 'rebalance cancelled by operator', abortRunning: Boolean(abortRunning) };
+    if (progress.state === 'running' || progress.state === 'paused') progress.state = 'cancelling';
+  });
+  upsertSearchAttributes([{ key: SA.MigrationKind, value: 'rebalance' }]);
+  await ctl.beginOperation({
+    id: operationId,
+    workflowId: info.workflowId,
+    runId: info.runId,
+    kind: 'rebalance',
+    subkind: input.dryRun ? 'dry-run' : undefined,
+    details: { request: { ...req, dryRun: input.dryRun, planId: input.planId }, ...(input.principal ? { principal: input.principal } : {}) },
+  });
+
+  try {
+    const prediction = await predictionSettings(input.policy);
+    const snap = await takeSnapshot('all');
+    let plan: FleetPlan;
+    if (input.planId && !input.dryRun) {
+      const stored = await fleet.getPlan({ id: input.planId });
+      if (stored.kind !== 'rebalance') throw ApplicationFailure.create({ type: 'InvalidArgument', message: `plan ${input.planId} is an ${stored.kind} plan, not a rebalance`, nonRetryable: true });
+      if (stored.state !== 'proposed') throw ApplicationFailure.create({ type: 'Conflict', message: `plan ${input.planId} was already ${stored.state}`, nonRetryable: true });
+      const stale = revalidatePlan(stored.plan, snap);
+      if (stale.length > 0) {
+        const refusal = `plan ${input.planId} is stale: ${stale.join('; ')}`;
+        await fleet.decidePlan({ id: input.planId, state: 'refused', refusal });
+        progress.state = 'refused';
+        progress.error = refusal;
+        throw ApplicationFailure.create({ type: 'Refused', message: refusal, nonRetryable: true, details: [{ stale }] });
+      }
+      await fleet.decidePlan({ id: input.planId, state: 'approved', workflowId: info.workflowId });
+      plan = stored.plan;
+    } else {
+      plan = planRebalance(snap, req, prediction);
+    }
+    const home = new Map(snap.vms.map((v) => [v.id, v.hostId]));
+    progress.vms = [
+      ...plan.moves.map((m) => ({ vmId: m.vmId, vmName: m.vmName, from: m.from, to: m.to, kind: m.kind, state: 'waiting' as const, attempts: 0, failedTargets: [], predictedMs: m.predictedMs, reason: m.reason })),
+      ...plan.left.map((l) => ({ vmId: l.vmId, vmName: l.vmName, from: home.get(l.vmId) ?? '', state: 'left' as const, attempts: 0, failedTargets: [], reason: l.reason })),
+    ];
+    progress.predictedMakespanMs = plan.makespanMs;
+    progress.lowerBoundMs = plan.lowerBoundMs;
+    progress.imbalanceBefore = plan.imbalanceBefore;
+    progress.imbalanceAfter = plan.imbalanceAfter;
+    recount(progress);
+    if (input.dryRun) {
+      if (input.planId) await fleet.storePlan({ id: input.planId, kind: 'rebalance', subject: input.cluster, request: { ...req, policy: input.policy }, plan });
+      progress.state = 'planned';
+      progress.endedAtMs = Date.now();
+      await ctl.finishOperation({ id: operationId, state: 'completed', details: { plan, imbalanceBefore: plan.imbalanceBefore, imbalanceAfter: plan.imbalanceAfter } });
+      return progress;
+    }
+    await ctl.updateOperation({ id: operationId, stage: 'running', details: { plan, imbalanceBefore: plan.imbalanceBefore } });
+    progress.state = 'running';
+    const startedPlanAt = Date.now();
+    await runMoves({
+      progress,
+      queue: plan.moves.map((m) => ({ vmId: m.vmId, to: m.to, kind: m.kind, predictedMs: m.predictedMs })),
+      control,
+      policy: input.policy,
+      onChange: async () => {
+        updateEta(progress, plan, startedPlanAt);
+        await ctl.updateOperation({ id: operationId, stage: progress.state, details: { counts: progress.counts, maxInFlightSeen: progress.maxInFlightSeen } });
+      },
+    });
+    // what the cluster looks like now, measured, not assumed from the plan
+    progress.imbalanceAfter = imbalance(await takeSnapshot([]));
+    progress.state = control.cancel ? 'cancelled' : 'completed';
+    progress.endedAtMs = Date.now();
+    const failed = progress.vms.filter((v) => v.state === 'failed');
+    await ctl.finishOperation({
+      id: operationId,
+      state: control.cancel ? 'cancelled' : failed.length ? 'failed' : 'completed',
+      error: failed.length ? `${failed.length} move(s) failed: ${failed.map((v) => `${v.vmName} (${v.reason})`).join('; ')}` : undefined,
+      details: { report: progress.vms, counts: progress.counts, imbalanceBefore: progress.imbalanceBefore, imbalanceAfter: progress.imbalanceAfter },
+    });
+    return progress;
+  } catch (err) {
+    if (progress.state !== 'refused') progress.state = isCancellation(err) ? 'cancelled' : 'failed';
+    progress.error ??= describeFailure(err);
+    progress.endedAtMs = Date.now();
+    await CancellationScope.nonCancellable(() => ctlComp.finishOperation({ id: operationId, state: isCancellation(err) ? 'cancelled' : 'failed', error: progress.error, details: { report: progress.vms } }));
+    throw err;
+  }
+}
