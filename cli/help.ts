@@ -20,7 +20,8 @@ export function mainHelp(): string {
     '  --json       print the API\'s JSON answers instead of tables',
     '  -h, --help   this help; `ferry <command> --help` for one command',
     '',
-    'exit codes: 0 ok, 1 the API refused or a watched migration did not complete, 2 bad usage (nothing sent)',
+    'exit codes: 0 ok, 1 the API refused or a watched migration did not complete, 2 bad usage (nothing sent),',
+    '            3 a watched evacuation or rebalance ended with VMs that did not move (failed, left, cancelled)',
     '',
   ].join('\n');
 }

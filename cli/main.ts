@@ -4,7 +4,8 @@
 // parse.ts, the typed API client (generated from the API's OpenAPI document) in client.ts.
 //
 // Exit codes: 0 success; 1 the API refused or failed (its message is printed), or a watched
-// migration ended failed / rolled back / cancelled; 2 bad usage (nothing was sent).
+// migration ended failed / rolled back / cancelled; 2 bad usage (nothing was sent); 3 a watched
+// evacuation or rebalance ended with VMs that stayed (cli/fleet-watch.ts).
 import { createApi, resolveConnection } from './client.js';
 import type { CliIo } from './command.js';
 import { ApiError, UsageError } from './errors.js';

@@ -1,4 +1,4 @@
-// ferry hosts ls | hosts maintenance <id> on|off | evacuate <hostId>
+// ferry hosts ls | hosts maintenance <id> on|off (evacuate: commands/fleet.ts)
 import { answer } from '../client.js';
 import { listCommand, type Command } from '../command.js';
 import { UsageError } from '../errors.js';
@@ -27,17 +27,3 @@ export const hostCommands: Command[] = [
     },
   },
 ];
-
-/** Last in the command list (and so in the help), after the other groups. */
-export const evacuateCommand: Command = {
-  words: ['evacuate'],
-  args: ['hostId'],
-  usage: 'evacuate <hostId> [--dry-run] [--max-parallel N] [--allow-cold]',
-  summary: 'move every VM off a host (not implemented by the API yet)',
-  options: { 'dry-run': { type: 'boolean' }, 'max-parallel': { type: 'string' }, 'allow-cold': { type: 'boolean' } },
-  run: async () => {
-    throw new UsageError(
-      'evacuate is not implemented yet: the API has no POST /v1/hosts/:id/evacuate. Meanwhile: `ferry hosts maintenance <host> on`, then `ferry migrate <vm>` for each VM of `ferry vms ls --host <host>`',
-    );
-  },
-};

@@ -1,12 +1,14 @@
 // Every command, in the order the help lists them.
 import type { Command } from '../command.js';
-import { evacuateCommand, hostCommands } from './hosts.js';
+import { driftCommands } from './drift.js';
+import { fleetCommands } from './fleet.js';
+import { hostCommands } from './hosts.js';
 import { inventoryCommands } from './inventory.js';
 import { migrationCommands } from './migrations.js';
 import { operationCommands } from './operations.js';
 import { vmCommands } from './vms.js';
 
-export const COMMANDS: Command[] = [...hostCommands, ...vmCommands, ...migrationCommands, ...inventoryCommands, ...operationCommands, evacuateCommand];
+export const COMMANDS: Command[] = [...hostCommands, ...vmCommands, ...migrationCommands, ...inventoryCommands, ...operationCommands, ...fleetCommands, ...driftCommands];
 
-/** The first words: hosts, vms, migrate, migrations, templates, networks, operations, evacuate. */
+/** The first words: hosts, vms, migrate, migrations, templates, networks, operations, evacuate, evacuations, plans, drift, reconcile. */
 export const GROUPS = [...new Set(COMMANDS.map((c) => c.words[0]!))];
