@@ -49,6 +49,7 @@ const BENCHES: Bench[] = [
       for (const line of await mod.benchQemu()) log(line);
     },
   },
+  { title: '5. fleet planner: evacuation makespan, rebalance vs optimum, planning time (bench/fleet.ts)', run: async (log) => (await import('./fleet.js')).benchFleet({ log }) },
 ];
 
 async function main(): Promise<number> {

@@ -138,7 +138,9 @@ export class Fleet {
 
   /** Every reason `targetId` refuses the whole unit (each member with its kind), or its legs. */
   check(unit: PlanVm[], kinds: MoveKind[], targetId: string, affinityHomes: Set<string> | null): UnitCheck {
-    const scratch = cloneHost(this.host(targetId));
+    // a unit of several VMs is checked member by member on a copy that takes each one in turn
+    const single = unit.length === 1;
+    const scratch = single ? this.host(targetId) : cloneHost(this.host(targetId));
     const reasons: string[] = [];
     const legs: Leg[] = [];
     unit.forEach((vm, i) => {
@@ -147,12 +149,12 @@ export class Fleet {
       const prefix = unit.length > 1 ? `${vm.id}: ` : '';
       for (const r of c.reasons) reasons.push(prefix + r);
       if (!c.ok) return;
-      consume(scratch, vm, c.copyDisks, c.targetDatastoreId);
+      if (!single) consume(scratch, vm, c.copyDisks, c.targetDatastoreId);
       legs.push({ vm, from: vm.hostId, to: targetId, kind, copyDisks: c.copyDisks, targetDatastoreId: c.targetDatastoreId });
     });
-    const others = this.occupants.get(targetId)!;
+    const around = single ? this.occupants.get(targetId)! : [...this.occupants.get(targetId)!, ...unit];
     for (const vm of unit) {
-      const clash = [...others, ...unit].filter((o) => antiAffine(vm, o)).map((o) => o.id);
+      const clash = around.filter((o) => antiAffine(vm, o)).map((o) => o.id);
       if (clash.length > 0) {
         reasons.push(`anti-affinity: ${vm.id} may not share a host with ${[...new Set(clash)].sort(byId).join(', ')} (on or bound for ${targetId} during the plan)`);
       }
@@ -162,27 +164,36 @@ export class Fleet {
       reasons.push(`affinity: no VM of group ${tag} on this host (the group is on ${[...affinityHomes].sort(byId).join(', ')})`);
     }
     const cap = hostCapacity(scratch);
-    return { hostId: targetId, reasons, legs: reasons.length ? [] : legs, memFree: cap.memFree / cap.memCap, cpuFree: cap.cpuFree / cap.cpuCap };
+    const [cpus, mem] = single ? [unit[0]!.cpus, unit[0]!.memoryMiB] : [0, 0]; // a copy has taken them already
+    return { hostId: targetId, reasons, legs: reasons.length ? [] : legs, memFree: (cap.memFree - mem) / cap.memCap, cpuFree: (cap.cpuFree - cpus) / cap.cpuCap };
   }
 
   /**
    * The best target for a unit ("spread": most free memory ratio after the unit lands, then cpu,
-   * then host id) among `candidates`, and every refusal.
+   * then host id) among `candidates`. Hosts are ranked on the cheap necessary conditions (up, not
+   * in maintenance, not a member's host, cpu and memory room) and fully checked in rank order: the
+   * first that passes is the best. Only when none does is every host checked, so that `rejected`
+   * then holds every refusal (with a best, `rejected` is partial).
    */
   place(unit: PlanVm[], kinds: MoveKind[], candidates: string[], ignoreHostId?: string): { best?: UnitCheck; rejected: RejectedHost[] } {
     const tag = unit[0]!.affinityTag;
     const homes = tag === undefined ? null : this.affinityHomes(tag, unit, ignoreHostId);
-    let best: UnitCheck | undefined;
+    const cpus = unit.reduce((a, v) => a + v.cpus, 0);
+    const mem = unit.reduce((a, v) => a + v.memoryMiB, 0);
+    const ranked = candidates
+      .map((id) => ({ id, h: this.host(id) }))
+      .filter(({ id, h }) => h.state === 'up' && !h.maintenance && !unit.some((v) => v.hostId === id))
+      .map(({ id, h }) => ({ id, cap: hostCapacity(h) }))
+      .filter(({ cap }) => cap.cpuFree >= cpus && cap.memFree >= mem)
+      .map(({ id, cap }) => ({ id, mem: (cap.memFree - mem) / cap.memCap, cpu: (cap.cpuFree - cpus) / cap.cpuCap }))
+      .sort((a, b) => b.mem - a.mem || b.cpu - a.cpu || byId(a.id, b.id));
     const rejected: RejectedHost[] = [];
-    for (const id of candidates) {
+    for (const { id } of ranked) {
       const c = this.check(unit, kinds, id, homes);
-      if (c.reasons.length > 0) {
-        rejected.push({ hostId: id, reasons: c.reasons });
-        continue;
-      }
-      if (!best || c.memFree > best.memFree || (c.memFree === best.memFree && c.cpuFree > best.cpuFree)) best = c;
+      if (c.reasons.length === 0) return { best: c, rejected };
+      rejected.push({ hostId: id, reasons: c.reasons });
     }
-    return { best, rejected };
+    return { rejected: candidates.map((id) => ({ hostId: id, reasons: this.check(unit, kinds, id, homes).reasons })) };
   }
 }
 

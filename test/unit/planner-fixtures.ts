@@ -1,7 +1,8 @@
 // Builders for the planner tests (planner*.test.ts): hosts, VMs, a snapshot whose used figures
 // and vmTags follow from its VMs, a seeded PRNG, and the at-every-instant limit check.
 import assert from 'node:assert/strict';
-import type { ClusterSnapshot, PlanHost, PlanVm, PredictionSettings } from '../../domain/plan-types.js';
+import type { ClusterSnapshot, FleetPlan, PlanHost, PlanVm, PredictionSettings } from '../../domain/plan-types.js';
+import { antiAffine } from '../../domain/planner-state.js';
 
 export const MiB = 2 ** 20;
 export const GiB = 2 ** 30;
@@ -77,17 +78,8 @@ export function cluster(hosts: HostSpec[], vms: PlanVm[], over: Partial<ClusterS
   };
 }
 
-/** mulberry32: a small seeded PRNG in [0, 1). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The seeded PRNG of the fleet benchmark (mulberry32), so tests and bench draw alike. */
+export { mulberry32 as rng } from '../../bench/fleet.js';
 
 /** At every start instant: in flight <= k, per source <= maxOutgoing, per target <= maxIncoming (0 counts as 1). */
 export function assertLimitsHold(
@@ -105,6 +97,36 @@ export function assertLimitsHold(
       const inn = live.filter((x) => x.to === h.id).length;
       assert.ok(out <= Math.max(1, lim.get(h.id)!.maxOutgoing), `${out} leaving ${h.id} at ${t}`);
       assert.ok(inn <= Math.max(1, lim.get(h.id)!.maxIncoming), `${inn} entering ${h.id} at ${t}`);
+    }
+  }
+}
+
+/** Where each VM is over time: an unmoved VM on its host for ever; a moved one on both ends while in flight. */
+function presence(snapshot: ClusterSnapshot, plan: FleetPlan): Map<string, Array<{ hostId: string; from: number; to: number }>> {
+  const out = new Map<string, Array<{ hostId: string; from: number; to: number }>>();
+  for (const v of snapshot.vms) {
+    const m = plan.moves.find((x) => x.vmId === v.id);
+    out.set(v.id, m ? [{ hostId: m.from, from: 0, to: m.endAtMs }, { hostId: m.to, from: m.startAtMs, to: Infinity }] : [{ hostId: v.hostId, from: 0, to: Infinity }]);
+  }
+  return out;
+}
+
+/**
+ * No two anti-affine VMs on (or bound for) one host at any instant of the schedule, beyond a
+ * pair that already shared its host in the snapshot (there, until one of them leaves).
+ */
+export function assertAntiAffinityAtEveryInstant(snapshot: ClusterSnapshot, plan: FleetPlan): void {
+  const where = presence(snapshot, plan);
+  for (const x of snapshot.vms) {
+    for (const y of snapshot.vms) {
+      if (x.id >= y.id || !antiAffine(x, y)) continue;
+      for (const a of where.get(x.id)!) {
+        for (const b of where.get(y.id)!) {
+          const preexisting = x.hostId === y.hostId && a.hostId === x.hostId && a.from === 0 && b.from === 0;
+          const overlap = !preexisting && a.hostId === b.hostId && a.from < b.to && b.from < a.to;
+          assert.ok(!overlap, `${x.id} and ${y.id} are both on ${a.hostId} during [${Math.max(a.from, b.from)}, ${Math.min(a.to, b.to)})`);
+        }
+      }
     }
   }
 }

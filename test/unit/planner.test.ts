@@ -5,41 +5,10 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { simulatePrecopy } from '../../domain/precopy-model.js';
 import { linkBandwidth, planEvacuation, predictMove, scheduleMoves } from '../../domain/planner.js';
-import type { ClusterSnapshot, EvacuationRequest, FleetPlan } from '../../domain/plan-types.js';
-import { antiAffine } from '../../domain/planner-state.js';
-import { assertLimitsHold, cluster, host, rng, SETTINGS, vm, MiB, GiB } from './planner-fixtures.js';
+import type { EvacuationRequest } from '../../domain/plan-types.js';
+import { assertAntiAffinityAtEveryInstant, assertLimitsHold, cluster, host, rng, SETTINGS, vm, MiB, GiB } from './planner-fixtures.js';
 
 const evac = (hostId: string, over: Partial<EvacuationRequest> = {}): EvacuationRequest => ({ hostId, maxParallel: 3, allowCold: false, includeStopped: false, ...over });
-
-/** Where each VM is over time: an unmoved VM on its host for ever; a moved one on both ends while in flight. */
-function presence(snapshot: ClusterSnapshot, plan: FleetPlan): Map<string, Array<{ hostId: string; from: number; to: number }>> {
-  const out = new Map<string, Array<{ hostId: string; from: number; to: number }>>();
-  for (const v of snapshot.vms) {
-    const m = plan.moves.find((x) => x.vmId === v.id);
-    out.set(v.id, m ? [{ hostId: m.from, from: 0, to: m.endAtMs }, { hostId: m.to, from: m.startAtMs, to: Infinity }] : [{ hostId: v.hostId, from: 0, to: Infinity }]);
-  }
-  return out;
-}
-
-/**
- * No two anti-affine VMs on (or bound for) one host at any instant of the schedule, beyond a
- * pair that already shared its host in the snapshot (there, until one of them leaves).
- */
-function assertAntiAffinityAtEveryInstant(snapshot: ClusterSnapshot, plan: FleetPlan): void {
-  const where = presence(snapshot, plan);
-  for (const x of snapshot.vms) {
-    for (const y of snapshot.vms) {
-      if (x.id >= y.id || !antiAffine(x, y)) continue;
-      for (const a of where.get(x.id)!) {
-        for (const b of where.get(y.id)!) {
-          const preexisting = x.hostId === y.hostId && a.hostId === x.hostId && a.from === 0 && b.from === 0;
-          const overlap = !preexisting && a.hostId === b.hostId && a.from < b.to && b.from < a.to;
-          assert.ok(!overlap, `${x.id} and ${y.id} are both on ${a.hostId} during [${Math.max(a.from, b.from)}, ${Math.min(a.to, b.to)})`);
-        }
-      }
-    }
-  }
-}
 
 describe('predictMove and linkBandwidth', () => {
   const snap = cluster([host('a'), host('b'), host('c')], [], { links: [{ a: 'b', b: 'a', bandwidthBytesPerSec: 500 * MiB }] });
