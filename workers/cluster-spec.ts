@@ -202,10 +202,13 @@ export function demoCluster(): ClusterSpec {
     ],
     vms: [],
   };
-  const sizes = [1024, 2048, 4096, 8192, 1024, 2048, 4096, 2048, 1024, 8192, 4096, 2048];
-  const dirty = [5, 20, 50, 100, 0, 200, 30, 400, 10, 60, 1500, 80];
+  // 16 VMs skewed on purpose (host-a 8, host-b 5, host-c 2, host-d 1): an evacuation of host-a
+  // and a rebalance both have something to show
+  const sizes = [1024, 2048, 4096, 8192, 1024, 2048, 4096, 2048, 1024, 8192, 4096, 2048, 1024, 2048, 4096, 1024];
+  const dirty = [5, 20, 50, 100, 0, 200, 30, 400, 10, 60, 1500, 80, 15, 40, 25, 5];
+  const homes = [0, 1, 2, 0, 0, 1, 0, 1, 0, 2, 0, 1, 0, 3, 1, 0];
   sizes.forEach((mem, i) => {
-    const host = hosts[i % 4];
+    const host = hosts[homes[i]];
     const common = ['sse4_2', 'avx', 'avx2', 'aes', 'x2apic'];
     spec.vms!.push({
       id: `vm-demo-${String(i + 1).padStart(2, '0')}`,

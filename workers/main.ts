@@ -60,7 +60,7 @@ export async function startFerry(opts: {
   // second start, or a test's own cluster) is left exactly as it is.
   if (sim && opts.seedDemo !== false && (role === 'all' || role === 'workers' || role === 'agents') && (await db.em().count(Host, {})) === 0) {
     await seedCluster(db, sim, demoCluster());
-    log('ferry: seeded the demo cluster (4 hosts, 2 racks, 12 running VMs)');
+    log('ferry: seeded the demo cluster (4 hosts, 2 racks, 16 running VMs, skewed towards host-a)');
   }
 
   const closers: Array<() => Promise<void>> = [];
