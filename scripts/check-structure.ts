@@ -29,7 +29,7 @@ export const RULES: Record<Layer, { runtime: string[]; types?: string[] }> = {
   // composition roots: anything but the tests
   workers: { runtime: LAYERS.map((l) => `${l}/`) },
   scripts: { runtime: LAYERS.map((l) => `${l}/`) },
-  bench: { runtime: LAYERS.map((l) => `${l}/`) },
+  bench: { runtime: [...LAYERS.map((l) => `${l}/`), 'test/helpers/'] },
 };
 
 const PACKAGE_RULES: Partial<Record<Layer, (pkg: string) => boolean>> = {
