@@ -1,8 +1,11 @@
-// Fault injection: persisted rows in the state file, so the API process (POST /v1/sim/faults)
-// can inject into a cluster whose host agents run in another process. A fault "fires" when it
-// takes effect; firedAtV/firedCount record it so tests and chaos runs can assert it did.
+// Fault rows: persisted in the state file, so the API process (POST /v1/sim/faults) can inject
+// into a cluster whose host agents run in another process. A fault "fires" when it takes effect;
+// firedAtV/firedCount record it so tests and chaos runs can assert it did. Here: the rows, and
+// which live fault a call, a migration stage, a link or a disk copy meets (injecting and clearing,
+// with their immediate effects, are in fault-injection.ts).
+import { DriverError } from '../hypervisor.js';
 import type { SimFaultInput, SimFaultKind, validateFaultInput } from '../../domain/faults.js';
-import type { FaultRow, Store } from './store.js';
+import { commitThenThrow, type FaultRow, type Store } from './store.js';
 
 export interface SimFault {
   id: string;
@@ -95,4 +98,60 @@ export function consume(store: Store, row: FaultRow, atV: number, markNow = true
 /** A fault filter that is absent matches everything. */
 export function matches(filter: string | null, value: string | undefined): boolean {
   return filter === null || filter === value;
+}
+
+/** Does a link-cut fault cut the link a <-> b (no peer: every link of its host)? */
+export function cutMatches(f: FaultRow, a: string, b: string): boolean {
+  if (f.peer_host_id === null) return f.host_id === a || f.host_id === b;
+  return (f.host_id === a && f.peer_host_id === b) || (f.host_id === b && f.peer_host_id === a);
+}
+
+/** The live link-cut fault on a <-> b, if any (not recorded as fired). */
+export function linkCut(store: Store, a: string, b: string): FaultRow | undefined {
+  return liveFaults(store, 'link-cut').find((f) => cutMatches(f, a, b));
+}
+
+/**
+ * The first live fail-step fault for `step` on this host/vm is spent and recorded, then
+ * FAULT_INJECTED is thrown (as CommitThenThrow, so the spending is kept). A disk name matches a
+ * vm filter when it is `<vmId>` or starts with `<vmId>-`.
+ */
+export function spendStepFault(store: Store, step: string, hostId: string, vmId: string | undefined, nowV: number, diskName?: string): void {
+  const f = liveFaults(store, 'fail-step').find(
+    (r) =>
+      r.step === step &&
+      matches(r.host_id, hostId) &&
+      (r.vm_id === null || r.vm_id === vmId || (diskName !== undefined && (diskName === r.vm_id || diskName.startsWith(`${r.vm_id}-`)))),
+  );
+  if (f) {
+    consume(store, f, nowV);
+    commitThenThrow(new DriverError(`injected fault ${f.id}: ${step} failed on host ${hostId}${vmId ? ` (vm ${vmId})` : ''}`, 'FAULT_INJECTED'));
+  }
+}
+
+/** Live fail-stage / destination-crash fault for a migration stage, filtered by host and vm (not spent). */
+export function findStageFault(store: Store, kind: 'fail-stage' | 'destination-crash', stage: number, hosts: string[], vmId: string): FaultRow | undefined {
+  return liveFaults(store, kind).find(
+    (r) =>
+      (r.stage ?? (kind === 'destination-crash' ? 2 : -1)) === stage &&
+      (r.host_id === null || hosts.includes(r.host_id)) &&
+      matches(r.vm_id, vmId),
+  );
+}
+
+/** Throughput divisor from slow-disk faults on these datastores or this host (1 = none); records firing. */
+export function slowFactor(store: Store, datastoreIds: string[], hostId: string | null, nowV: number): number {
+  let factor = 1;
+  for (const f of liveFaults(store, 'slow-disk')) {
+    const hit = (f.datastore_id !== null && datastoreIds.includes(f.datastore_id)) || (f.datastore_id === null && f.host_id === hostId);
+    if (!hit) continue;
+    factor = Math.max(factor, f.value ?? 10);
+    consume(store, f, nowV);
+  }
+  return factor;
+}
+
+/** Every fault row, oldest first. */
+export function listFaults(store: Store): SimFault[] {
+  return store.all<FaultRow>('SELECT * FROM faults ORDER BY seq').map(toFault);
 }

@@ -3,19 +3,11 @@
 import type { HypervisorDriver } from '../hypervisor.js';
 import type { Simulator } from './simulator.js';
 
-export {
-  Simulator,
-  diskPath,
-  parseDiskPath,
-  type SimulatorOptions,
-  type SimHostInput,
-  type SimDatastoreInput,
-  type SimLinkInput,
-  type SimImageInput,
-  type SimSnapshot,
-  type SimVmSnapshot,
-  type SimMigrationSnapshot,
-} from './simulator.js';
+export { Simulator } from './simulator.js';
+export type { SimulatorOptions } from './cluster.js';
+export type { SimHostInput, SimDatastoreInput, SimLinkInput, SimImageInput } from './topology.js';
+export type { SimSnapshot, SimVmSnapshot, SimMigrationSnapshot } from './snapshot.js';
+export { diskPath, parseDiskPath } from './disks.js';
 export { SimDriver } from './driver.js';
 export { ManualClock } from './clock.js';
 export type { SimFault } from './faults.js';

@@ -214,3 +214,16 @@ export class Store {
     if (this.db.open) this.db.close();
   }
 }
+
+/**
+ * Thrown inside a transaction when the error must reach the caller but the writes made so far
+ * (a spent fault, a crashed destination) must be committed: SimCluster.tx unwraps it after commit.
+ */
+export class CommitThenThrow {
+  constructor(readonly error: Error) {}
+}
+
+/** Throws `e` out of the current SimCluster.tx, committing what the transaction wrote first. */
+export function commitThenThrow(e: Error): never {
+  throw new CommitThenThrow(e);
+}
