@@ -53,6 +53,11 @@ export class SimHost {
         })),
         networks: networksOf(this.store, h.id),
         migrationAddress: h.migration_address,
+        // the links with a row (pairs without one run at the default 1 GiB/s): fleet plans
+        // predict each move's transfer from them
+        links: this.store
+          .all<{ a: string; b: string; bandwidth_bytes_per_sec: number }>('SELECT a, b, bandwidth_bytes_per_sec FROM links WHERE a = ? OR b = ? ORDER BY a, b', h.id, h.id)
+          .map((l) => ({ peerHostId: l.a === h.id ? l.b : l.a, bandwidthBytesPerSec: l.bandwidth_bytes_per_sec })),
       };
     });
   }
