@@ -7,24 +7,15 @@
 // dryRun: plan and store the plan, touch nothing. planId without dryRun: execute exactly that
 // stored plan after re-checking it against the inventory of now; a stale plan is refused before
 // anything changes (not even maintenance), never half applied.
-import { ApplicationFailure, CancellationScope, continueAsNew, isCancellation, proxyActivities, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, continueAsNew, isCancellation, proxyActivities, upsertSearchAttributes } from '@temporalio/workflow';
 import type { FleetActivities } from '../activities/fleet.js';
 import type { FleetPlan } from '../domain/plan-types.js';
 import { planEvacuation, revalidatePlan } from '../domain/planner.js';
 import { describeFailure } from '../domain/failures.js';
-import {
-  SA,
-  cancelFleetSignal,
-  fleetProgressQuery,
-  pauseFleetSignal,
-  resumeFleetSignal,
-  type EvacuateInput,
-  type FleetProgress,
-  type VmMoveReport,
-} from './definitions.js';
+import { SA, type EvacuateInput, type FleetProgress, type VmMoveReport } from './definitions.js';
 import { workflowContext } from './context.js';
 import { dbProfile } from './profiles.js';
-import { assertParallel, predictionSettings, recount, runMoves, takeSnapshot, updateEta, type MoveControl, type QueuedMove } from './fleet-moves.js';
+import { assertParallel, installFleetHandlers, predictionSettings, recount, runMoves, takeSnapshot, updateEta, type MoveControl, type QueuedMove } from './fleet-moves.js';
 
 export const DEFAULT_MAX_PARALLEL = 3;
 
@@ -48,19 +39,7 @@ export async function evacuateHost(input: EvacuateInput): Promise<FleetProgress>
     startedAtMs: Date.now(),
     maxInFlightSeen: 0,
   };
-  setHandler(fleetProgressQuery, () => progress);
-  setHandler(pauseFleetSignal, () => {
-    control.paused = true;
-    if (progress.state === 'running') progress.state = 'paused';
-  });
-  setHandler(resumeFleetSignal, () => {
-    control.paused = false;
-    if (progress.state === 'paused') progress.state = 'running';
-  });
-  setHandler(cancelFleetSignal, ({ reason, abortRunning } = {}) => {
-    control.cancel ??= { reason: reason || 'evacuation cancelled by operator', abortRunning: Boolean(abortRunning) };
-    if (progress.state === 'running' || progress.state === 'paused') progress.state = 'cancelling';
-  });
+  installFleetHandlers(progress, control);
 
   upsertSearchAttributes([
     { key: SA.HostId, value: input.hostId },

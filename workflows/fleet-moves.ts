@@ -11,6 +11,7 @@ import {
   ApplicationFailure,
   condition,
   proxyActivities,
+  setHandler,
   getExternalWorkflowHandle,
   ParentClosePolicy,
   startChild,
@@ -25,7 +26,7 @@ import { reestimate } from '../domain/planner.js';
 import { resolvePolicy } from '../domain/policies.js';
 import { workflowContext } from './context.js';
 import { dbProfile, hostQuickProfile } from './profiles.js';
-import { cancelMigrationSignal, workflowIds, type FleetCarry, type FleetProgress, type MigrationResult, type VmMoveReport } from './definitions.js';
+import { cancelFleetSignal, cancelMigrationSignal, fleetProgressQuery, pauseFleetSignal, resumeFleetSignal, workflowIds, type FleetCarry, type FleetProgress, type MigrationResult, type VmMoveReport } from './definitions.js';
 import { liveMigrate } from './live-migrate.js';
 
 export interface MoveControl {
@@ -218,4 +219,21 @@ export function updateEta(progress: FleetProgress, plan: FleetPlan | undefined, 
   } catch {
     // a report that no longer fits the plan (a move retried elsewhere) keeps the last ETA
   }
+}
+
+/** The progress query and the pause / resume / cancel signals of a fleet operation. */
+export function installFleetHandlers(progress: FleetProgress, control: MoveControl): void {
+  setHandler(fleetProgressQuery, () => progress);
+  setHandler(pauseFleetSignal, () => {
+    control.paused = true;
+    if (progress.state === 'running') progress.state = 'paused';
+  });
+  setHandler(resumeFleetSignal, () => {
+    control.paused = false;
+    if (progress.state === 'paused') progress.state = 'running';
+  });
+  setHandler(cancelFleetSignal, ({ reason, abortRunning } = {}) => {
+    control.cancel ??= { reason: reason || `${progress.kind} cancelled by operator`, abortRunning: Boolean(abortRunning) };
+    if (progress.state === 'running' || progress.state === 'paused') progress.state = 'cancelling';
+  });
 }

@@ -4,15 +4,15 @@
 // kept), then dry-run (store the plan) or execute the moves as child migrations with the same
 // executor and parallelism rules as an evacuation. Business key `rebalance-<cluster>`; a
 // Temporal Schedule (overlap policy skip) starts it periodically.
-import { ApplicationFailure, CancellationScope, isCancellation, proxyActivities, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, isCancellation, proxyActivities, upsertSearchAttributes } from '@temporalio/workflow';
 import type { FleetActivities } from '../activities/fleet.js';
 import type { FleetPlan, RebalanceRequest } from '../domain/plan-types.js';
 import { imbalance, planRebalance, revalidatePlan } from '../domain/planner.js';
 import { describeFailure } from '../domain/failures.js';
-import { SA, cancelFleetSignal, fleetProgressQuery, pauseFleetSignal, resumeFleetSignal, type FleetProgress, type RebalanceInput } from './definitions.js';
+import { SA, type FleetProgress, type RebalanceInput } from './definitions.js';
 import { workflowContext } from './context.js';
 import { dbProfile } from './profiles.js';
-import { assertParallel, predictionSettings, recount, runMoves, takeSnapshot, updateEta, type MoveControl } from './fleet-moves.js';
+import { assertParallel, installFleetHandlers, predictionSettings, recount, runMoves, takeSnapshot, updateEta, type MoveControl } from './fleet-moves.js';
 
 export const REBALANCE_DEFAULTS = { level: 3, maxMoves: 5, maxParallel: 3, cooldownMs: 15 * 60_000 } as const;
 
@@ -41,19 +41,7 @@ export async function rebalance(input: RebalanceInput): Promise<FleetProgress> {
     startedAtMs: Date.now(),
     maxInFlightSeen: 0,
   };
-  setHandler(fleetProgressQuery, () => progress);
-  setHandler(pauseFleetSignal, () => {
-    control.paused = true;
-    if (progress.state === 'running') progress.state = 'paused';
-  });
-  setHandler(resumeFleetSignal, () => {
-    control.paused = false;
-    if (progress.state === 'paused') progress.state = 'running';
-  });
-  setHandler(cancelFleetSignal, ({ reason, abortRunning } = {}) => {
-    control.cancel ??= { reason: reason || 'rebalance cancelled by operator', abortRunning: Boolean(abortRunning) };
-    if (progress.state === 'running' || progress.state === 'paused') progress.state = 'cancelling';
-  });
+  installFleetHandlers(progress, control);
   upsertSearchAttributes([{ key: SA.MigrationKind, value: 'rebalance' }]);
   await ctl.beginOperation({
     id: operationId,
