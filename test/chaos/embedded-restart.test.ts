@@ -62,7 +62,7 @@ test('npm start: up, Ctrl-C, up again with the same hosts, VMs and running workf
     const hosts = (await call('GET', '/v1/hosts')).body.items.map((h: { id: string }) => h.id);
     assert.deepEqual(hosts, ['host-a', 'host-b', 'host-c', 'host-d']);
     const vms = (await call('GET', '/v1/vms?limit=100')).body.items;
-    assert.equal(vms.length, 12);
+    assert.equal(vms.length, 16, "the demo cluster's 16 VMs");
 
     // a migration that waits for an operator: it is still running when ferry stops
     const started = await call('POST', '/v1/vms/vm-demo-02/migrations', { kind: 'live', targetHostId: 'host-a', approveSwitchover: true });
@@ -74,7 +74,7 @@ test('npm start: up, Ctrl-C, up again with the same hosts, VMs and running workf
     const again = await start();
     assert.ok(!again().includes('seeded the demo cluster'), 'the second start does not seed again');
     assert.deepEqual((await call('GET', '/v1/hosts')).body.items.map((h: { id: string }) => h.id), hosts);
-    assert.equal((await call('GET', '/v1/vms?limit=100')).body.items.length, 12);
+    assert.equal((await call('GET', '/v1/vms?limit=100')).body.items.length, 16);
     const during = await call('GET', `/v1/migrations/${id}`);
     assert.equal(during.body.state, 'running', 'the migration survived the restart');
     assert.equal((await call('POST', `/v1/migrations/${id}/switchover`)).status < 300, true);
