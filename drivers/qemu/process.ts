@@ -28,6 +28,13 @@ export async function readPidFile(file: string): Promise<number | undefined> {
   }
 }
 
+/** pid of the live QEMU that the pid file names, or undefined (none, dead, or a recycled pid). */
+export async function livePid(paths: { pidFile: string; qmpSocket: string }): Promise<number | undefined> {
+  const pid = await readPidFile(paths.pidFile);
+  if (pid === undefined) return undefined;
+  return (await isOurProcess(pid, paths.qmpSocket)) ? pid : undefined;
+}
+
 /** Polls until the process is gone (or a zombie); false on timeout. */
 export async function waitForExit(pid: number, marker: string, timeoutMs: number): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;

@@ -1,0 +1,108 @@
+// The destination side of a live migration: prepareIncoming spawns QEMU with `-S -incoming defer`
+// and has it listen on a port probed from a hash of hostId/vmId inside the host's port range;
+// activateIncoming starts the received copy. A destination is single-use (QEMU exits after a
+// failed or cancelled incoming migration), so a later prepareIncoming starts afresh.
+import { DriverError, type VmRuntime, type VmSpec } from '../hypervisor.js';
+import { validateVmSpec } from './args.js';
+import { checkHostOffers } from './host.js';
+import type { Lifecycle } from './lifecycle.js';
+import { queryMigrate } from './migration-model.js';
+import { portIsFree, portOrder, sleep } from './process.js';
+import type { VmDeps } from './processes.js';
+import { QmpCommandError } from './qmp.js';
+
+export function createIncoming({ cfg, store, sessions, procs }: VmDeps, lifecycle: Lifecycle) {
+  const { hostId, migrationAddress, portRange } = cfg;
+  const { qmp, runstate } = sessions;
+  const { requireStatus } = lifecycle;
+
+  /** migrate-incoming on the first free port of the VM's probe order (at most 64 tried). */
+  async function listen(vmId: string): Promise<string> {
+    const taken = await store.incomingUrisExcept(vmId);
+    let lastErr: unknown;
+    for (const port of portOrder(`${hostId}/${vmId}`, portRange).slice(0, 64)) {
+      const candidate = `tcp:${migrationAddress}:${port}`;
+      if (taken.has(candidate) || !(await portIsFree(migrationAddress, port))) continue;
+      try {
+        await qmp(vmId, 'migrate-incoming', { uri: candidate });
+        return candidate;
+      } catch (err) {
+        lastErr = err; // lost a race for the port: next one
+        if (!(err instanceof QmpCommandError)) throw err;
+      }
+    }
+    throw new DriverError(`no free migration port in ${portRange.join('-')} on ${migrationAddress}: ${(lastErr as Error | undefined)?.message ?? 'all busy'}`, 'HYPERVISOR');
+  }
+
+  const prepareIncoming = (spec: VmSpec): Promise<{ uri: string }> =>
+    store.withLock(spec?.vmId, async () => {
+      validateVmSpec(spec);
+      checkHostOffers(cfg, spec);
+      const vmId = spec.vmId;
+      const existing = await store.readSpec(vmId);
+      if (existing) {
+        const rt = await store.readRuntime(vmId);
+        const pid = await procs.livePid(vmId);
+        if (rt.role !== 'incoming') {
+          throw new DriverError(`vm "${vmId}" already exists on host "${hostId}" (not an incoming copy)`, 'INVALID_STATE', true);
+        }
+        if (pid !== undefined && rt.incomingUri) return { uri: rt.incomingUri };
+        // a destination is single-use: after a cancelled/failed migration QEMU exited; start afresh
+        if (pid !== undefined) await procs.kill(vmId, pid);
+        await store.removeVm(vmId);
+      }
+      await store.createVm(spec, 'incoming');
+      try {
+        await procs.spawn(vmId, spec, true);
+        await qmp(vmId, 'migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] });
+        const uri = await listen(vmId);
+        await store.updateRuntime(vmId, { incomingUri: uri });
+        return { uri };
+      } catch (err) {
+        // leave nothing half done
+        await procs.killIfAlive(vmId, true);
+        sessions.drop(vmId);
+        await store.removeVm(vmId);
+        throw err;
+      }
+    });
+
+  const activateIncoming = (vmId: string): Promise<VmRuntime> =>
+    store.withLock(vmId, async () => {
+      await store.requireSpec(vmId);
+      const pid = await procs.livePid(vmId);
+      if (pid === undefined) {
+        throw new DriverError(`vm "${vmId}" has no QEMU process on host "${hostId}" (the incoming copy is gone)`, 'INVALID_STATE', true);
+      }
+      let rs = await runstate(vmId);
+      if (rs === 'running') {
+        await store.updateRuntime(vmId, { role: 'normal', started: true, expectRunning: true, incomingUri: undefined });
+        return requireStatus(vmId);
+      }
+      if (rs === 'inmigrate') {
+        // query-migrate says completed a moment before the runstate leaves inmigrate
+        const q = await queryMigrate(qmp, vmId);
+        if (q.status === 'completed') {
+          const deadline = Date.now() + 5_000;
+          while (rs === 'inmigrate' && Date.now() < deadline) {
+            await sleep(20);
+            rs = await runstate(vmId);
+          }
+        }
+        if (rs === 'inmigrate') {
+          throw new DriverError(`vm "${vmId}": incoming migration not finished (status ${q.status ?? 'waiting'})`, 'INVALID_STATE');
+        }
+      }
+      if (rs !== 'paused' && rs !== 'prelaunch') {
+        throw new DriverError(`vm "${vmId}" cannot be activated from runstate ${rs}`, 'INVALID_STATE', true);
+      }
+      await qmp(vmId, 'cont');
+      await qmp(vmId, 'announce-self', { initial: 50, max: 550, rounds: 5, step: 100 });
+      rs = await runstate(vmId);
+      if (rs !== 'running') throw new DriverError(`vm "${vmId}" is ${rs} after cont, not running`, 'HYPERVISOR');
+      await store.updateRuntime(vmId, { role: 'normal', started: true, expectRunning: true, incomingUri: undefined });
+      return requireStatus(vmId);
+    });
+
+  return { prepareIncoming, activateIncoming };
+}
