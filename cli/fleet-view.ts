@@ -97,7 +97,7 @@ export function planText(p: PlanView, opts: { approve: boolean }): string {
     lines.push(`imbalance: ${imbalance(p.imbalanceBefore)} before, ${imbalance(p.imbalanceAfter)} after`);
   }
   if (left.length) lines.push('would stay:', ...left.map((l) => `  ${vmName(l)}${l.from ? ` on ${l.from}` : ''}: ${str(l.reason)}`));
-  if (opts.approve && p.planId) lines.push(`approve with: ferry plans approve ${p.planId}`);
+  if (opts.approve && p.planId && moves.length) lines.push(`approve with: ferry plans approve ${p.planId}`);
   return lines.join('\n');
 }
 
@@ -120,11 +120,11 @@ export function storedPlanText(p: StoredPlan): string {
 }
 
 /** `running: 3 moved, 2 in flight, 4 waiting, 0 failed, 1 left` (cancelled only when some are). */
-export function countsLine(f: Fleet): string {
+export function countsLine(f: Fleet, label?: string): string {
   const n = f.counts ?? {};
   const parts = [`${n.moved ?? 0} moved`, `${n.inFlight ?? 0} in flight`, `${n.waiting ?? 0} waiting`, `${n.failed ?? 0} failed`, `${n.left ?? 0} left`];
   if (n.cancelled) parts.push(`${n.cancelled} cancelled`);
-  return `${f.kind ?? 'fleet operation'} ${str(f.workflowId ?? f.id)} ${f.state ?? 'running'}: ${parts.join(', ')}`;
+  return `${f.kind ?? 'fleet operation'} ${str(f.workflowId ?? label ?? f.id)} ${f.state ?? 'running'}: ${parts.join(', ')}`;
 }
 
 /**
@@ -153,10 +153,10 @@ export function stayed(f: Fleet): FleetVm[] {
 }
 
 /** The closing lines of a watched operation: its end, and every VM that stayed with the reason. */
-export function endLines(f: Fleet): string[] {
+export function endLines(f: Fleet, label?: string): string[] {
   const s = stayed(f);
   const moved = (f.vms ?? []).filter((v) => v.state === 'moved').length;
-  const lines = [`${f.kind ?? 'fleet operation'} ${str(f.workflowId ?? f.id)} ${str(f.state)}: ${moved} moved, ${s.length} stayed (at most ${str(f.maxInFlightSeen)} in flight)`];
+  const lines = [`${f.kind ?? 'fleet operation'} ${str(f.workflowId ?? label ?? f.id)} ${str(f.state)}: ${moved} moved, ${s.length} stayed (at most ${str(f.maxInFlightSeen)} in flight)`];
   lines.push(...s.map((v) => `  stayed: ${vmName(v)} (${str(v.state)}) on ${str(v.from)}: ${str(v.reason)}`));
   if (f.error) lines.push(`  error: ${f.error}`);
   return lines;

@@ -5,7 +5,7 @@ import { UsageError } from '../errors.js';
 import { nonEmpty, oneOf } from '../flags.js';
 import type { paths } from '../generated/api.js';
 import { get, keyValues, print, printTable, str } from '../output.js';
-import { startedText } from './fleet.js';
+import { startedText } from '../fleet-watch.js';
 
 type DriftQuery = NonNullable<paths['/v1/drift']['get']['parameters']['query']>;
 type Action = paths['/v1/drift/{id}/resolve']['post']['requestBody']['content']['application/json']['action'];

@@ -1,37 +1,14 @@
 // ferry evacuate <hostId> | evacuations ls | show | pause | resume | cancel | plans ls | show | approve
-import { answer, type Api } from '../client.js';
-import { flag, type Command, type Ctx } from '../command.js';
+import { answer } from '../client.js';
+import { flag, type Command } from '../command.js';
 import { UsageError } from '../errors.js';
 import { intInRange, nonEmpty } from '../flags.js';
 import { fleetText, planText, secs, storedPlanText, type Fleet, type PlanView, type StoredPlan } from '../fleet-view.js';
-import { watchFleet } from '../fleet-watch.js';
+import { getEvacuation, getRebalance, startedOrWatch, watchFleet } from '../fleet-watch.js';
 import type { paths } from '../generated/api.js';
 import { print, printTable, str } from '../output.js';
 
 type EvacuateBody = NonNullable<paths['/v1/hosts/{id}/evacuate']['post']['requestBody']['content']['application/json']>;
-
-const getEvacuation = (api: Api, id: string) => async () => (await answer(api.client.GET('/v1/evacuations/{id}', { params: { path: { id } } }))) as Fleet;
-const getRebalance = (_api: Api, _id: string): (() => Promise<Fleet>) => {
-  throw new UsageError('plans approve --watch: this API has no GET /v1/rebalances/:id to follow a rebalance');
-};
-
-/** What a started fleet workflow prints: its id, workflow, Web UI link, and how to follow it. */
-export function startedText(what: string, r: Record<string, unknown>, id: unknown, follow?: string): string {
-  return [
-    `${what} started`,
-    `  id:       ${str(id)}`,
-    `  workflow: ${str(r.workflowId)} (run ${str(r.runId)})`,
-    ...(r.webUiUrl ? [`  web UI:   ${str(r.webUiUrl)}`] : []),
-    ...(follow ? [`  follow it: ${follow}`] : []),
-  ].join('\n');
-}
-
-/** Prints the start and, with --watch, follows it (exit code of the watch); else exit 0. */
-export async function startedOrWatch(c: Ctx, r: Record<string, unknown>, what: string, id: string, watch: (() => Promise<Fleet>) | undefined, follow: string): Promise<number> {
-  if (!watch) return print(c, r, () => startedText(what, r, id, follow));
-  if (!c.json) c.out(startedText(what, r, id));
-  return watchFleet(c, watch);
-}
 
 const evacuate: Command = {
   words: ['evacuate'],
@@ -96,7 +73,7 @@ const evacuations: Command[] = [
     options: { watch: { type: 'boolean' } },
     run: async (c) => {
       const get = getEvacuation(c.api, c.args[0]!);
-      return c.opts.watch === true ? watchFleet(c, get) : print(c, await get(), fleetText);
+      return c.opts.watch === true ? watchFleet(c, get, c.args[0]) : print(c, await get(), fleetText);
     },
   },
   ...(['pause', 'resume'] as const).map(

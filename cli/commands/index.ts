@@ -6,9 +6,10 @@ import { hostCommands } from './hosts.js';
 import { inventoryCommands } from './inventory.js';
 import { migrationCommands } from './migrations.js';
 import { operationCommands } from './operations.js';
+import { rebalanceCommands } from './rebalance.js';
 import { vmCommands } from './vms.js';
 
-export const COMMANDS: Command[] = [...hostCommands, ...vmCommands, ...migrationCommands, ...inventoryCommands, ...operationCommands, ...fleetCommands, ...driftCommands];
+export const COMMANDS: Command[] = [...hostCommands, ...vmCommands, ...migrationCommands, ...inventoryCommands, ...operationCommands, ...fleetCommands, ...rebalanceCommands, ...driftCommands];
 
-/** The first words: hosts, vms, migrate, migrations, templates, networks, operations, evacuate, evacuations, plans, drift, reconcile. */
+/** The first words: hosts, vms, migrate, migrations, templates, networks, operations, evacuate, evacuations, plans, rebalance, rebalances, schedules, drift, reconcile. */
 export const GROUPS = [...new Set(COMMANDS.map((c) => c.words[0]!))];
