@@ -89,7 +89,7 @@ describe('cli argument errors: exit 2, the flag named, nothing sent', () => {
     assert.match(t.err, /FERRY_API_URL: "::nope" is not a URL/);
     assert.equal(t.calls.length, 0);
   });
-  it('evacuate: not implemented, exit 2', () => refused(['evacuate', 'host-a', '--dry-run'], /evacuate is not implemented yet/));
+  it('evacuate: a bad --max-parallel is named, exit 2, nothing sent', () => refused(['evacuate', 'host-a', '--max-parallel', '0'], /--max-parallel/));
   it('evacuate: bad flag still named', () => refused(['evacuate', 'host-a', '--dryrun'], /unknown flag --dryrun/));
 });
 
