@@ -1,7 +1,7 @@
 // How fleet operations (evacuations, rebalances) and their plans read at a terminal: the plan
 // table of a dry run or stored plan, the block of `evacuations show`, the per-VM lines of
 // --watch, and its closing lines.
-import { aligned, duration, fmtDuration, str, table } from './output.js';
+import { aligned, duration, fmtDuration, printTable, str, table } from './output.js';
 
 /**
  * The fields of a fleet operation the CLI reads. The OpenAPI document gives GET
@@ -191,4 +191,21 @@ export function fleetText(f: Fleet): string {
     str(v.reason),
   ]);
   return `${head}\n\n${table(['VM', 'STATE', 'FROM', 'TO', 'KIND', 'ATTEMPTS', 'PREDICTED s', 'DURATION', 'DOWNTIME', 'REASON'], rows)}`;
+}
+
+/** `evacuations ls`, `rebalances ls`: one row per operation (`subject`: the host column's head). */
+export function printFleetList(c: { json: boolean; out: (line?: string) => void }, items: Fleet[], subject?: string): number {
+  const head = ['ID', 'WORKFLOW', ...(subject ? [subject] : []), 'STATE', 'MOVED', 'FAILED', 'LEFT', 'MAKESPAN s', 'STARTED', 'ENDED'];
+  return printTable(c, items, head, (f) => [
+    str(f.id),
+    str(f.workflowId),
+    ...(subject ? [str(f.subject)] : []),
+    str(f.state),
+    str(f.counts?.moved),
+    str(f.counts?.failed),
+    str(f.counts?.left),
+    secs(f.predictedMakespanMs),
+    str(f.startedAt),
+    str(f.endedAt),
+  ]);
 }

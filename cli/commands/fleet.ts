@@ -3,7 +3,7 @@ import { answer } from '../client.js';
 import { flag, type Command } from '../command.js';
 import { UsageError } from '../errors.js';
 import { intInRange, nonEmpty } from '../flags.js';
-import { fleetText, planText, secs, storedPlanText, type Fleet, type PlanView, type StoredPlan } from '../fleet-view.js';
+import { fleetText, planText, printFleetList, secs, storedPlanText, type Fleet, type PlanView, type StoredPlan } from '../fleet-view.js';
 import { getEvacuation, getRebalance, startedOrWatch, watchFleet } from '../fleet-watch.js';
 import type { paths } from '../generated/api.js';
 import { print, printTable, str } from '../output.js';
@@ -52,17 +52,7 @@ const evacuations: Command[] = [
     run: async (c) => {
       const host = flag(c, 'host');
       const items = (await c.api.list('/v1/evacuations', host !== undefined ? { hostId: nonEmpty('host', host) } : {})) as Fleet[];
-      return printTable(c, items, ['ID', 'WORKFLOW', 'HOST', 'STATE', 'MOVED', 'FAILED', 'LEFT', 'STARTED', 'ENDED'], (f) => [
-        str(f.id),
-        str(f.workflowId),
-        str(f.subject),
-        str(f.state),
-        str(f.counts?.moved),
-        str(f.counts?.failed),
-        str(f.counts?.left),
-        str(f.startedAt),
-        str(f.endedAt),
-      ]);
+      return printFleetList(c, items, 'HOST');
     },
   },
   {

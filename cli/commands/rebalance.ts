@@ -3,7 +3,7 @@ import { answer } from '../client.js';
 import { flag, type Command, type Ctx } from '../command.js';
 import { UsageError } from '../errors.js';
 import { intInRange, nonEmpty, positive } from '../flags.js';
-import { fleetText, planText, secs, type Fleet, type PlanView } from '../fleet-view.js';
+import { fleetText, planText, printFleetList, type Fleet, type PlanView } from '../fleet-view.js';
 import { getRebalance, startedOrWatch, watchFleet } from '../fleet-watch.js';
 import type { paths } from '../generated/api.js';
 import { keyValues, list, print, printTable, str } from '../output.js';
@@ -76,18 +76,7 @@ export const rebalanceCommands: Command[] = [
     args: [],
     usage: 'rebalances ls',
     summary: 'list rebalance runs, newest first',
-    run: async (c) =>
-      printTable(c, (await c.api.list('/v1/rebalances')) as Fleet[], ['ID', 'WORKFLOW', 'STATE', 'MOVED', 'FAILED', 'LEFT', 'MAKESPAN s', 'STARTED', 'ENDED'], (f) => [
-        str(f.id),
-        str(f.workflowId),
-        str(f.state),
-        str(f.counts?.moved),
-        str(f.counts?.failed),
-        str(f.counts?.left),
-        secs(f.predictedMakespanMs),
-        str(f.startedAt),
-        str(f.endedAt),
-      ]),
+    run: async (c) => printFleetList(c, (await c.api.list('/v1/rebalances')) as Fleet[]),
   },
   {
     words: ['rebalances', 'show'],
