@@ -43,8 +43,14 @@ export function createFleetActivities(fleetDeps: FleetActivityDeps) {
   const { db } = fleetDeps;
   const deps = { db, prediction: { ...DEFAULT_FLEET_PREDICTION, ...fleetDeps.prediction } };
   return {
-    fleetSettings(): Promise<FleetPredictionConfig> {
-      return Promise.resolve(deps.prediction);
+    /**
+     * The prediction settings, with the per-move overhead LEARNED from the fleet moves this
+     * ferry finished recently (their recorded durations minus the modelled transfer part), so
+     * predictions follow this machine and this Temporal server; the default until there are some.
+     */
+    async fleetSettings(): Promise<FleetPredictionConfig & { overheadLearnedFrom: number }> {
+      const learned = await learnedOverheadMs(db);
+      return { ...deps.prediction, perMoveOverheadMs: learned?.ms ?? deps.prediction.perMoveOverheadMs, overheadLearnedFrom: learned?.samples ?? 0 };
     },
 
     /**
@@ -143,3 +149,41 @@ export function createFleetActivities(fleetDeps: FleetActivityDeps) {
 }
 
 export type FleetActivities = ReturnType<typeof createFleetActivities>;
+
+/** How many of the latest finished fleet moves the overhead is learned from. */
+const OVERHEAD_SAMPLES = 40;
+
+interface ReportRow {
+  state?: string;
+  kind?: string;
+  predictedMs?: number;
+  durationMs?: number;
+  attempts?: number;
+}
+
+/**
+ * Median of (actual duration - modelled transfer) over recent moved VMs of finished evacuations
+ * and rebalances; each operation records the overhead its plan assumed (details.prediction), so
+ * the transfer part is predictedMs - that overhead. Undefined with fewer than 3 samples.
+ */
+export async function learnedOverheadMs(db: Db): Promise<{ ms: number; samples: number } | undefined> {
+  const ops = await db.em().find(Operation, { kind: { $in: ['evacuation', 'rebalance'] }, state: { $ne: 'running' } }, { orderBy: { startedAt: 'desc' }, limit: 20 });
+  const samples: number[] = [];
+  for (const op of ops) {
+    const d = op.details as { report?: ReportRow[]; prediction?: { perMoveOverheadMs?: number } };
+    const assumed = d.prediction?.perMoveOverheadMs;
+    if (typeof assumed !== 'number' || !Array.isArray(d.report)) continue;
+    for (const v of d.report) {
+      // a retried move's duration covers two attempts: not a sample of one move's overhead
+      if (v.state !== 'moved' || v.kind !== 'live' || v.attempts !== 1 || typeof v.predictedMs !== 'number' || typeof v.durationMs !== 'number') continue;
+      samples.push(v.durationMs - (v.predictedMs - assumed));
+      if (samples.length >= OVERHEAD_SAMPLES) break;
+    }
+    if (samples.length >= OVERHEAD_SAMPLES) break;
+  }
+  if (samples.length < 3) return undefined;
+  samples.sort((a, b) => a - b);
+  const mid = samples.length >> 1;
+  const median = samples.length % 2 ? samples[mid] : (samples[mid - 1] + samples[mid]) / 2;
+  return { ms: Math.max(0, Math.round(median)), samples: samples.length };
+}

@@ -107,7 +107,7 @@ export async function evacuateHost(input: EvacuateInput): Promise<FleetProgress>
       }
       // ---- enter maintenance: from here on nothing new lands on the host
       await fleet.setHostMaintenance({ hostId: input.hostId, enabled: true, key: operationId, workflowId: info.workflowId, reason: `evacuation ${info.workflowId}`, principal: input.principal });
-      await audit({ plan });
+      await audit({ plan, prediction });
     }
 
     progress.state = control.paused ? 'paused' : control.cancel ? 'cancelling' : 'running';

@@ -90,7 +90,7 @@ export async function rebalance(input: RebalanceInput): Promise<FleetProgress> {
       await ctl.finishOperation({ id: operationId, state: 'completed', details: { plan, imbalanceBefore: plan.imbalanceBefore, imbalanceAfter: plan.imbalanceAfter } });
       return progress;
     }
-    await ctl.updateOperation({ id: operationId, stage: 'running', details: { plan, imbalanceBefore: plan.imbalanceBefore } });
+    await ctl.updateOperation({ id: operationId, stage: 'running', details: { plan, prediction, imbalanceBefore: plan.imbalanceBefore } });
     progress.state = 'running';
     const startedPlanAt = Date.now();
     await runMoves({
