@@ -71,6 +71,9 @@ function actionOf(name: ScheduleName, body: ScheduleBody, prefix: string, taskQu
     workflowId: `${prefix}${name === 'rebalance' ? fleetIds.rebalance(DEFAULT_CLUSTER) : fleetIds.reconcile(DEFAULT_CLUSTER)}`,
     taskQueue,
     args,
+    // Temporal answers a cron spec back as structured calendars; the expression as the operator
+    // wrote it travels in the started workflows' memo (a schedule's own memo cannot be updated)
+    memo: { scheduleCron: body.cron },
   };
 }
 
@@ -80,7 +83,6 @@ export const scheduleId = (prefix: string, name: ScheduleName) => `${prefix}ferr
 export async function putSchedule(client: Client, prefix: string, taskQueue: string, name: ScheduleName, body: ScheduleBody): Promise<{ created: boolean }> {
   const spec = scheduleSpec(body.cron);
   const action = actionOf(name, body, prefix, taskQueue);
-  const memo = { body };
   try {
     await client.schedule.create({
       scheduleId: scheduleId(prefix, name),
@@ -88,7 +90,6 @@ export async function putSchedule(client: Client, prefix: string, taskQueue: str
       action,
       policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 minute' },
       state: { paused: Boolean(body.paused), note: body.paused ? 'paused through the API' : undefined },
-      memo,
     });
     return { created: true };
   } catch (e) {
@@ -99,15 +100,17 @@ export async function putSchedule(client: Client, prefix: string, taskQueue: str
   return { created: false };
 }
 
-async function describeSchedule(client: Client, prefix: string, name: ScheduleName) {
+export async function describeSchedule(client: Client, prefix: string, name: ScheduleName) {
   try {
     const d = await client.schedule.getHandle(scheduleId(prefix, name)).describe();
     const spec = d.spec as { cronExpressions?: string[]; intervals?: Array<{ every: number | string }> };
-    const args = (d.action as { args?: Array<Record<string, unknown>> }).args?.[0] ?? {};
+    const action = d.action as { args?: Array<Record<string, unknown>>; memo?: Record<string, unknown> };
+    const args = action.args?.[0] ?? {};
+    const written = typeof action.memo?.scheduleCron === 'string' ? action.memo.scheduleCron : undefined;
     return {
       name,
       scheduleId: d.scheduleId,
-      cron: spec.cronExpressions?.[0] ?? (spec.intervals?.[0] ? `@every ${Math.round(Number(spec.intervals[0].every) / 1000)}s` : null),
+      cron: written ?? spec.cronExpressions?.[0] ?? (spec.intervals?.[0] ? `@every ${Math.round(Number(spec.intervals[0].every) / 1000)}s` : null),
       paused: d.state.paused,
       level: args.level ?? null,
       maxMoves: args.maxMoves ?? null,

@@ -10,7 +10,7 @@ import { Operation } from '../../db/entities.js';
 import { fleetIds, type FleetProgress, type RebalanceInput } from '../../workflows/definitions.js';
 import type { ClusterSpec } from '../../workers/cluster-spec.js';
 import { findTemporalCli } from '../../workers/temporal-cli.js';
-import { putSchedule, scheduleId } from '../../api/routes/rebalance.js';
+import { describeSchedule, putSchedule, scheduleId } from '../../api/routes/rebalance.js';
 import { checkInvariants } from '../helpers/invariants.js';
 import { smallCluster, startTestFerry, waitFor, type TestFerry } from '../helpers/ferry.js';
 
@@ -80,6 +80,12 @@ describe('Rebalance', () => {
       assert.ok(cli, 'the temporal CLI is installed');
       const { stdout } = await execa(cli, ['schedule', 'list', '--address', f.address, '--namespace', 'default']);
       assert.match(stdout, new RegExp(scheduleId(f.prefix, 'rebalance')));
+      // a cron expression reads back as written, and an update can pause it
+      await putSchedule(f.client, f.prefix, f.taskQueue, 'rebalance', { cron: '*/15 * * * *', paused: true, level: 2 });
+      const d = await describeSchedule(f.client, f.prefix, 'rebalance');
+      assert.equal(d?.cron, '*/15 * * * *');
+      assert.equal(d?.paused, true);
+      assert.equal(d?.level, 2);
     } finally {
       await f.client.schedule.getHandle(scheduleId(f.prefix, 'rebalance')).delete();
     }
