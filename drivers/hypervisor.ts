@@ -8,6 +8,10 @@
 // are re-exported here so a driver file has its whole vocabulary in one import.
 import type {
   CloudInitSeed,
+  DiskMirrorStats,
+  DiskMirrorTarget,
+  IncomingOptions,
+  IncomingResult,
   DiskInfo,
   DiskSpec,
   HostInfo,
@@ -18,13 +22,21 @@ import type {
   VmRuntime,
   VmSpec,
 } from '../domain/hypervisor.js';
+import type { ColdCopyProgress, ColdCopyRequest, ColdCopyResult, VmHomeManifest } from '../domain/cold.js';
 
 export * from '../domain/hypervisor.js';
+export * from '../domain/cold.js';
 
 /** Options for long calls: the activity bridges heartbeats and cancellation through these. */
 export interface LongCallOptions {
   signal?: AbortSignal;
   onProgress?: (p: Progress) => void;
+}
+
+/** receiveVmHome's options: progress carries the checkpoint the activity heartbeats. */
+export interface ColdCopyOptions {
+  signal?: AbortSignal;
+  onProgress?: (p: ColdCopyProgress) => void;
 }
 
 export interface HypervisorDriver {
@@ -64,7 +76,7 @@ export interface HypervisorDriver {
 
   // ---- live migration: destination side ----
   /** stage 1: start an empty container waiting for incoming state; idempotent by vmId */
-  prepareIncoming(spec: VmSpec): Promise<{ uri: string }>;
+  prepareIncoming(spec: VmSpec, opts?: IncomingOptions): Promise<IncomingResult>;
   /** stage 5: resume the received VM, announce its addresses; idempotent (running is fine) */
   activateIncoming(vmId: string): Promise<VmRuntime>;
 
@@ -77,5 +89,13 @@ export interface HypervisorDriver {
   continueSwitchover(vmId: string): Promise<void>;
   /** compensation: cancel the transfer; the source ends running if it ran before; idempotent */
   cancelMigration(vmId: string): Promise<void>;
+
+  // ---- cold migration (drivers/README.md "Cold copy") ----
+  /** source: the files of a VM's home (config, NVRAM, logs, disks, seed) with size and sha256; stop the VM first */
+  describeVmHome(vmId: string): Promise<VmHomeManifest>;
+  /** target: copies the home onto one of this host's datastores; resumes from `resumeFrom`; verifies */
+  receiveVmHome(request: ColdCopyRequest, opts?: ColdCopyOptions): Promise<ColdCopyResult>;
+  /** target compensation: removes whatever receiveVmHome wrote for this request, partial or whole; idempotent */
+  discardVmHome(request: Pick<ColdCopyRequest, 'vmId' | 'files' | 'targetDatastoreId'>): Promise<void>;
 }
 

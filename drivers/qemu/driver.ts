@@ -10,6 +10,7 @@
 //
 // This file only wires the parts together; each concern has its own file (see README.md).
 import type { HypervisorDriver, VmRuntime } from '../hypervisor.js';
+import { createColdCopy } from './cold-copy.js';
 import { createDisks } from './disks.js';
 import { hostInfo, resolveHost, type QemuDriverOptions } from './host.js';
 import { createIncoming } from './incoming.js';
@@ -53,6 +54,7 @@ export function createQemuDriver(options: QemuDriverOptions): QemuDriver {
   const incoming = createIncoming(deps, lifecycle);
   const migration = createMigration(deps);
   const disks = createDisks(cfg);
+  const cold = createColdCopy(cfg, store, lifecycle.status);
 
   return {
     kind: 'qemu',
@@ -84,6 +86,10 @@ export function createQemuDriver(options: QemuDriverOptions): QemuDriver {
     setMigrationParams: migration.setMigrationParams,
     continueSwitchover: migration.continueSwitchover,
     cancelMigration: migration.cancelMigration,
+
+    describeVmHome: cold.describeVmHome,
+    receiveVmHome: cold.receiveVmHome,
+    discardVmHome: cold.discardVmHome,
 
     qmp: (vmId, command, args) => sessions.qmp(vmId, command, args),
     hmp: sessions.hmp,

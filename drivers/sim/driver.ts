@@ -3,6 +3,10 @@
 // transactions on the shared state file (SimHost.op in host.ts).
 import type {
   CloudInitSeed,
+  ColdCopyOptions,
+  ColdCopyRequest,
+  ColdCopyResult,
+  VmHomeManifest,
   DiskInfo,
   DiskSpec,
   HostInfo,
@@ -15,6 +19,7 @@ import type {
   VmSpec,
 } from '../hypervisor.js';
 import type { SimCluster } from './cluster.js';
+import * as cold from './cold-ops.js';
 import * as disks from './disk-ops.js';
 import { SimHost } from './host.js';
 import * as migration from './migration-ops.js';
@@ -123,5 +128,24 @@ export class SimDriver implements HypervisorDriver {
 
   async cancelMigration(vmId: string): Promise<void> {
     migration.cancelMigration(this.host, vmId);
+  }
+
+  // ------------------------------------------------------------------ cold migration (cold-ops.ts)
+
+  async describeVmHome(vmId: string): Promise<VmHomeManifest> {
+    return cold.describeVmHome(this.host, vmId);
+  }
+
+  async receiveVmHome(request: ColdCopyRequest, opts: ColdCopyOptions = {}): Promise<ColdCopyResult> {
+    return cold.receiveVmHome(this.host, request, opts);
+  }
+
+  async discardVmHome(request: Pick<ColdCopyRequest, 'vmId' | 'files' | 'targetDatastoreId'>): Promise<void> {
+    cold.discardVmHome(this.host, request);
+  }
+
+  /** sha256 of what the simulator holds at a path (tests), null when nothing is there */
+  fileSha256(path: string): string | null {
+    return cold.simFileSha256(this.host, path);
   }
 }

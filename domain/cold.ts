@@ -1,0 +1,103 @@
+// The values of a cold migration's copy (ARCHITECTURE.md section 3 "Cold"): the files of a
+// stopped VM's home as its source host lists them, the request the target host copies from, the
+// checkpoint it heartbeats (so a retry after an agent crash continues where the copy stood) and
+// what it reports back. Pure: workflows, activities and every driver share these.
+import type { DiskFormat, VmSpec } from './hypervisor.js';
+
+export type VmFileKind = 'config' | 'nvram' | 'log' | 'disk' | 'seed';
+
+/** One file of a VM's home on its source host. */
+export interface VmHomeFile {
+  kind: VmFileKind;
+  /** where it lives on the source host (a sim:// path for the simulator) */
+  path: string;
+  sizeBytes: number;
+  /** sha256 of the file's bytes (the simulator: of what it models as the file's content) */
+  sha256: string;
+  /** disks */
+  format?: DiskFormat;
+  virtualSizeBytes?: number;
+  backingPath?: string;
+}
+
+export interface VmHomeManifest {
+  vmId: string;
+  hostId: string;
+  files: VmHomeFile[];
+  totalBytes: number;
+}
+
+/** Bytes of each source file already on the target (fsynced), keyed by source path. */
+export interface ColdCopyCheckpoint {
+  files: Record<string, { doneBytes: number; complete: boolean }>;
+}
+
+export interface ColdCopyRequest {
+  vmId: string;
+  /** the VM's definition on the source (disk and seed paths are rewritten for the target) */
+  spec: VmSpec;
+  files: VmHomeFile[];
+  targetDatastoreId: string;
+  /** flatten every linked clone (else the backing chain is kept; its base must be reachable from the target) */
+  flatten: boolean;
+  /** copy bandwidth cap (bytes/s); 0 or absent = as fast as the datastores go */
+  maxBandwidthBytesPerSec?: number;
+  /** where an earlier attempt stood (the activity's last heartbeat) */
+  resumeFrom?: ColdCopyCheckpoint;
+}
+
+export interface ColdCopyProgress {
+  file: string;
+  doneBytes: number;
+  totalBytes: number;
+  filesDone: number;
+  filesTotal: number;
+  throughputBytesPerSec: number;
+  /** bytes found already copied when this attempt started (resume) */
+  resumedFromBytes: number;
+  perFile: Array<{ path: string; doneBytes: number; totalBytes: number }>;
+  checkpoint: ColdCopyCheckpoint;
+}
+
+export interface ColdCopiedFile {
+  kind: VmFileKind;
+  source: string;
+  target: string;
+  sizeBytes: number;
+  sha256: string;
+  /** the disk was flattened: its bytes differ by design, its guest-visible content was compared */
+  flattened: boolean;
+  contentVerified?: boolean;
+}
+
+export interface ColdCopyResult {
+  files: ColdCopiedFile[];
+  /** the definition for the target, paths rewritten */
+  spec: VmSpec;
+  totalBytes: number;
+  /** bytes this attempt wrote (less than total after a resume) */
+  copiedBytes: number;
+  resumedFromBytes: number;
+  durationMs: number;
+}
+
+/** Every file's sha256 and size equal on both sides (flattened disks: content compared by the driver). */
+export function coldCopyMismatches(manifest: VmHomeFile[], copied: ColdCopiedFile[]): string[] {
+  const out: string[] = [];
+  for (const f of manifest) {
+    if (f.kind === 'config') continue; // re-registered with rewritten paths, compared as a spec
+    const c = copied.find((x) => x.source === f.path);
+    if (!c) out.push(`${f.path}: not copied`);
+    else if (c.flattened) {
+      if (!c.contentVerified) out.push(`${f.path}: flattened copy ${c.target} differs in content`);
+    } else if (c.sizeBytes !== f.sizeBytes || c.sha256 !== f.sha256) {
+      out.push(`${f.path}: ${f.sizeBytes} bytes sha256 ${f.sha256.slice(0, 12)} on the source, ${c.sizeBytes} bytes sha256 ${c.sha256.slice(0, 12)} on the target`);
+    }
+  }
+  return out;
+}
+
+/** The basename of a file path or sim:// path. */
+export function baseName(p: string): string {
+  return p.slice(p.lastIndexOf('/') + 1);
+}
