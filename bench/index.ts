@@ -50,6 +50,11 @@ const BENCHES: Bench[] = [
     },
   },
   { title: '5. fleet planner: evacuation makespan, rebalance vs optimum, planning time (bench/fleet.ts)', run: async (log) => (await import('./fleet.js')).benchFleet({ log }) },
+  {
+    title: '6. evacuations executed on the simulator: makespan vs its lower bound and vs the dry-run prediction (bench/evacuation.ts)',
+    timeoutMs: 900_000,
+    run: async (log) => (await import('./evacuation.js')).benchEvacuation({ log }),
+  },
 ];
 
 async function main(): Promise<number> {
