@@ -97,6 +97,8 @@ export interface VmSpec {
 export interface SimWorkload {
   dirtyRateBytesPerSec: number;
   writableWorkingSetBytes: number;
+  /** bytes/s the guest writes to its disks (a storage mirror must catch up with it); default 0 */
+  diskWriteRateBytesPerSec?: number;
 }
 
 export type VmPowerState =
@@ -143,6 +145,8 @@ export interface MigrationStats {
   /** guest CPU throttle applied by auto-converge, percent */
   throttlePct: number;
   error?: string;
+  /** copyDisks: the disk mirror running alongside (qemu) */
+  disk?: DiskMirrorStats;
 }
 
 export interface MigrationParams {
@@ -167,6 +171,56 @@ export interface StartMigrationOptions extends MigrationParams {
   uri: string;
   /** disks are copied along (no shared storage) */
   copyDisks?: boolean;
+}
+
+/** A disk the destination of a copyDisks migration receives (sizes come from the source). */
+export interface IncomingDiskCopy {
+  sourcePath: string;
+  virtualSizeBytes: number;
+  format: DiskFormat;
+}
+
+export interface IncomingOptions {
+  /** no shared storage: create empty copies of these disks (and the seed) on `datastoreId` */
+  copyDisks?: { datastoreId: string; disks: IncomingDiskCopy[] };
+}
+
+/**
+ * Where a disk mirror writes: an NBD server of the destination host (live migration without
+ * shared storage) or another datastore of the same host (storage migration).
+ */
+export type DiskMirrorTarget =
+  | { kind: 'nbd'; host: string; port: number; exports: Array<{ device: string; exportName: string }>; speedBytesPerSec?: number }
+  | { kind: 'datastore'; datastoreId: string; speedBytesPerSec?: number };
+
+export interface IncomingResult {
+  uri: string;
+  /** copyDisks on a hypervisor that mirrors out of band (qemu): where the source mirrors to */
+  mirror?: DiskMirrorTarget;
+  /** the destination's disk paths when they differ from the source's (copyDisks) */
+  diskPaths?: string[];
+  seedPath?: string;
+}
+
+export type DiskMirrorStatusName = 'none' | 'running' | 'ready' | 'completed' | 'failed' | 'cancelled';
+
+/** A disk mirror's progress: `ready` = every disk in sync (writes are mirrored as they happen). */
+export interface DiskMirrorStats {
+  status: DiskMirrorStatusName;
+  copiedBytes: number;
+  totalBytes: number;
+  /** bytes known to differ between source and target right now */
+  dirtyBytes: number;
+  inSync: boolean;
+  /** bytes/s the guest writes to the mirrored disks (the simulator knows it; qemu: 0) */
+  writeRateBytesPerSec?: number;
+  transferRateBytesPerSec?: number;
+  /** after a pivot (storage migration): the disks the VM runs on now */
+  diskPaths?: string[];
+  seedPath?: string;
+  /** the pause the pivot took (ms) */
+  pivotMs?: number;
+  error?: string;
 }
 
 export class DriverError extends Error {

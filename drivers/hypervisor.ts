@@ -90,6 +90,15 @@ export interface HypervisorDriver {
   /** compensation: cancel the transfer; the source ends running if it ran before; idempotent */
   cancelMigration(vmId: string): Promise<void>;
 
+  // ---- disk mirrors (optional: copyDisks out of band, storage migration) ----
+  /** starts mirroring every disk of the VM to `target`; idempotent (a running mirror is kept) */
+  startDiskMirror?(vmId: string, target: DiskMirrorTarget): Promise<void>;
+  diskMirrorStatus?(vmId: string): Promise<DiskMirrorStats>;
+  /** storage migration: pivot the VM onto the in-sync copies (brief pause); idempotent */
+  completeDiskMirror?(vmId: string): Promise<DiskMirrorStats>;
+  /** abort: the VM stays on its source disks, the partial copies are deleted; idempotent */
+  cancelDiskMirror?(vmId: string): Promise<void>;
+
   // ---- cold migration (drivers/README.md "Cold copy") ----
   /** source: the files of a VM's home (config, NVRAM, logs, disks, seed) with size and sha256; stop the VM first */
   describeVmHome(vmId: string): Promise<VmHomeManifest>;

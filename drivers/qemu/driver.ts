@@ -9,7 +9,9 @@
 // (query-status, query-migrate), never only in this process's memory.
 //
 // This file only wires the parts together; each concern has its own file (see README.md).
+import { promises as fs } from 'node:fs';
 import type { HypervisorDriver, VmRuntime } from '../hypervisor.js';
+import { createBlockJobs } from './block-jobs.js';
 import { createColdCopy } from './cold-copy.js';
 import { createDisks } from './disks.js';
 import { hostInfo, resolveHost, type QemuDriverOptions } from './host.js';
@@ -51,8 +53,9 @@ export function createQemuDriver(options: QemuDriverOptions): QemuDriver {
   });
   const deps = { cfg, store, sessions, procs: createProcesses(cfg, store, sessions) };
   const lifecycle = createLifecycle(deps);
-  const incoming = createIncoming(deps, lifecycle);
-  const migration = createMigration(deps);
+  const blockJobs = createBlockJobs(deps);
+  const incoming = createIncoming(deps, lifecycle, blockJobs);
+  const migration = createMigration(deps, blockJobs);
   const disks = createDisks(cfg);
   const cold = createColdCopy(cfg, store, lifecycle.status);
 
@@ -75,7 +78,12 @@ export function createQemuDriver(options: QemuDriverOptions): QemuDriver {
     rebootVm: lifecycle.rebootVm,
     pauseVm: lifecycle.pauseVm,
     resumeVm: lifecycle.resumeVm,
-    destroyVm: lifecycle.destroyVm,
+    async destroyVm(vmId) {
+      // a never-activated copyDisks destination takes its empty or partial disk copies along
+      const copies = await blockJobs.incomingCopies(vmId);
+      await lifecycle.destroyVm(vmId);
+      for (const f of copies) await fs.rm(f, { force: true });
+    },
     vmStatus: lifecycle.status,
     listVms: lifecycle.listVms,
 
@@ -86,6 +94,11 @@ export function createQemuDriver(options: QemuDriverOptions): QemuDriver {
     setMigrationParams: migration.setMigrationParams,
     continueSwitchover: migration.continueSwitchover,
     cancelMigration: migration.cancelMigration,
+
+    startDiskMirror: blockJobs.startDiskMirror,
+    diskMirrorStatus: blockJobs.diskMirrorStatus,
+    completeDiskMirror: blockJobs.completeDiskMirror,
+    cancelDiskMirror: blockJobs.cancelDiskMirror,
 
     describeVmHome: cold.describeVmHome,
     receiveVmHome: cold.receiveVmHome,

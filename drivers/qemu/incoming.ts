@@ -2,16 +2,19 @@
 // and has it listen on a port probed from a hash of hostId/vmId inside the host's port range;
 // activateIncoming starts the received copy. A destination is single-use (QEMU exits after a
 // failed or cancelled incoming migration), so a later prepareIncoming starts afresh.
-import { DriverError, type VmRuntime, type VmSpec } from '../hypervisor.js';
+import { promises as fs } from 'node:fs';
+import { DriverError, type IncomingOptions, type IncomingResult, type VmRuntime, type VmSpec } from '../hypervisor.js';
 import { validateVmSpec } from './args.js';
+import type { BlockJobs } from './block-jobs.js';
 import { checkHostOffers } from './host.js';
 import type { Lifecycle } from './lifecycle.js';
 import { queryMigrate } from './migration-model.js';
 import { portIsFree, portOrder, sleep } from './process.js';
 import type { VmDeps } from './processes.js';
 import { QmpCommandError } from './qmp.js';
+import type { NbdExportRecord } from './vm-store.js';
 
-export function createIncoming({ cfg, store, sessions, procs }: VmDeps, lifecycle: Lifecycle) {
+export function createIncoming({ cfg, store, sessions, procs }: VmDeps, lifecycle: Lifecycle, blockJobs: BlockJobs) {
   const { hostId, migrationAddress, portRange } = cfg;
   const { qmp, runstate } = sessions;
   const { requireStatus } = lifecycle;
@@ -34,7 +37,7 @@ export function createIncoming({ cfg, store, sessions, procs }: VmDeps, lifecycl
     throw new DriverError(`no free migration port in ${portRange.join('-')} on ${migrationAddress}: ${(lastErr as Error | undefined)?.message ?? 'all busy'}`, 'HYPERVISOR');
   }
 
-  const prepareIncoming = (spec: VmSpec): Promise<{ uri: string }> =>
+  const prepareIncoming = (spec: VmSpec, opts: IncomingOptions = {}): Promise<IncomingResult> =>
     store.withLock(spec?.vmId, async () => {
       validateVmSpec(spec);
       checkHostOffers(cfg, spec);
@@ -46,26 +49,48 @@ export function createIncoming({ cfg, store, sessions, procs }: VmDeps, lifecycl
         if (rt.role !== 'incoming') {
           throw new DriverError(`vm "${vmId}" already exists on host "${hostId}" (not an incoming copy)`, 'INVALID_STATE', true);
         }
-        if (pid !== undefined && rt.incomingUri) return { uri: rt.incomingUri };
+        if (pid !== undefined && rt.incomingUri) return answer(rt.incomingUri, rt.nbd, existing);
         // a destination is single-use: after a cancelled/failed migration QEMU exited; start afresh
         if (pid !== undefined) await procs.kill(vmId, pid);
+        await removeCopies(vmId);
         await store.removeVm(vmId);
       }
-      await store.createVm(spec, 'incoming');
+      // copyDisks: the destination runs on empty copies that the source's mirror fills over NBD;
+      // they are recorded before they exist, so a destroy after a crash finds them
+      const local = opts.copyDisks ? await blockJobs.createIncomingCopies(spec, opts.copyDisks) : { spec, created: [] };
+      await store.createVm(local.spec, 'incoming');
       try {
-        await procs.spawn(vmId, spec, true);
+        if (local.created.length) await store.updateRuntime(vmId, { diskCopies: local.created });
+        await procs.spawn(vmId, local.spec, true);
         await qmp(vmId, 'migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] });
+        if (opts.copyDisks) await blockJobs.exportIncoming(vmId, local.spec);
         const uri = await listen(vmId);
         await store.updateRuntime(vmId, { incomingUri: uri });
-        return { uri };
+        const rt = await store.readRuntime(vmId);
+        return answer(uri, rt.nbd, local.spec);
       } catch (err) {
         // leave nothing half done
         await procs.killIfAlive(vmId, true);
         sessions.drop(vmId);
+        await removeCopies(vmId);
         await store.removeVm(vmId);
         throw err;
       }
     });
+
+  function answer(uri: string, nbd: NbdExportRecord | undefined, spec: VmSpec): IncomingResult {
+    if (!nbd) return { uri };
+    return {
+      uri,
+      mirror: { kind: 'nbd', host: nbd.host, port: nbd.port, exports: nbd.exports },
+      diskPaths: spec.disks,
+      ...(spec.seedPath ? { seedPath: spec.seedPath } : {}),
+    };
+  }
+
+  async function removeCopies(vmId: string): Promise<void> {
+    for (const f of await blockJobs.incomingCopies(vmId)) await fs.rm(f, { force: true });
+  }
 
   const activateIncoming = (vmId: string): Promise<VmRuntime> =>
     store.withLock(vmId, async () => {
@@ -76,7 +101,8 @@ export function createIncoming({ cfg, store, sessions, procs }: VmDeps, lifecycl
       }
       let rs = await runstate(vmId);
       if (rs === 'running') {
-        await store.updateRuntime(vmId, { role: 'normal', started: true, expectRunning: true, incomingUri: undefined });
+        await blockJobs.stopExports(vmId);
+        await store.updateRuntime(vmId, { role: 'normal', started: true, expectRunning: true, incomingUri: undefined, diskCopies: undefined });
         return requireStatus(vmId);
       }
       if (rs === 'inmigrate') {
@@ -96,11 +122,13 @@ export function createIncoming({ cfg, store, sessions, procs }: VmDeps, lifecycl
       if (rs !== 'paused' && rs !== 'prelaunch') {
         throw new DriverError(`vm "${vmId}" cannot be activated from runstate ${rs}`, 'INVALID_STATE', true);
       }
+      // copyDisks: the NBD exports go before the guest runs on the copies
+      await blockJobs.stopExports(vmId);
       await qmp(vmId, 'cont');
       await qmp(vmId, 'announce-self', { initial: 50, max: 550, rounds: 5, step: 100 });
       rs = await runstate(vmId);
       if (rs !== 'running') throw new DriverError(`vm "${vmId}" is ${rs} after cont, not running`, 'HYPERVISOR');
-      await store.updateRuntime(vmId, { role: 'normal', started: true, expectRunning: true, incomingUri: undefined });
+      await store.updateRuntime(vmId, { role: 'normal', started: true, expectRunning: true, incomingUri: undefined, diskCopies: undefined });
       return requireStatus(vmId);
     });
 

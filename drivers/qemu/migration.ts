@@ -20,8 +20,9 @@ import { sleep } from './process.js';
 import type { VmDeps } from './processes.js';
 import { QmpCommandError, type QmpEvent } from './qmp.js';
 import type { MigrationRecord } from './vm-store.js';
+import type { BlockJobs } from './block-jobs.js';
 
-export function createMigration({ cfg, store, sessions, procs }: VmDeps) {
+export function createMigration({ cfg, store, sessions, procs }: VmDeps, blockJobs: BlockJobs) {
   const { hostId, migrationWaitMs } = cfg;
   const { readRuntime, updateRuntime, requireSpec } = store;
   const { qmp, runstate } = sessions;
@@ -40,6 +41,8 @@ export function createMigration({ cfg, store, sessions, procs }: VmDeps) {
 
   /** migrate-continue, tolerating a concurrent continue (state already device/completed). */
   async function migrateContinue(vmId: string): Promise<void> {
+    // copyDisks: the source is paused here; the mirrors finish in sync before the device state goes
+    await blockJobs.finishForSwitchover(vmId);
     try {
       await qmp(vmId, 'migrate-continue', { state: 'pre-switchover' });
     } catch (err) {
@@ -68,7 +71,11 @@ export function createMigration({ cfg, store, sessions, procs }: VmDeps) {
       throw new DriverError(`uri "${opts?.uri}" is not a tcp:host:port or unix:/path migration uri`, 'INVALID_ARGUMENT', true);
     }
     if (opts.copyDisks) {
-      throw new DriverError('copyDisks is not supported by the qemu driver yet (shared storage only)', 'INVALID_ARGUMENT', true);
+      // the disks travel by blockdev-mirror (startDiskMirror), which must be in sync first
+      const disk = await blockJobs.diskMirrorStatus(vmId);
+      if (disk.status !== 'ready') {
+        throw new DriverError(`copyDisks: the disk mirror of vm "${vmId}" is ${disk.status}, not in sync; startDiskMirror to the destination's NBD exports first${disk.error ? ` (${disk.error})` : ''}`, 'INVALID_STATE', disk.status !== 'running');
+      }
     }
     validateMigrationParams(opts);
     const rt = await readRuntime(vmId);
@@ -146,7 +153,9 @@ export function createMigration({ cfg, store, sessions, procs }: VmDeps) {
         q = await queryMigrate(vmId);
       }
     }
-    return mapStats(q);
+    const stats = mapStats(q);
+    if ((await readRuntime(vmId)).mirror?.kind === 'nbd') stats.disk = await blockJobs.diskMirrorStatus(vmId);
+    return stats;
   }
 
   async function setMigrationParams(vmId: string, params: MigrationParams): Promise<void> {

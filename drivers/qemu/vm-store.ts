@@ -34,6 +34,44 @@ export interface RuntimeRecord {
   expectRunning: boolean;
   incomingUri?: string;
   migration?: MigrationRecord;
+  /** destination of a copyDisks migration: the empty copies it created (deleted if never activated) */
+  diskCopies?: string[];
+  /** destination of a copyDisks migration: the NBD server and exports (block-jobs.ts) */
+  nbd?: NbdExportRecord;
+  /** source: disk mirror jobs in flight (block-jobs.ts) */
+  mirror?: MirrorRecord;
+}
+
+export interface NbdExportRecord {
+  host: string;
+  port: number;
+  exportIds: string[];
+  /** extra writable nodes opened only for the export (the read-only seed) */
+  sideNodes: string[];
+  exports: Array<{ device: string; exportName: string }>;
+}
+
+export interface MirrorJobRecord {
+  job: string;
+  device: string;
+  /** the target node added with blockdev-add */
+  node: string;
+  /** datastore mirrors: the new file; the old one is `sourcePath` */
+  targetPath?: string;
+  sourcePath?: string;
+}
+
+export interface MirrorRecord {
+  kind: 'nbd' | 'datastore';
+  jobs: MirrorJobRecord[];
+  datastoreId?: string;
+  /** the seed is copied as a file (immutable) for datastore mirrors */
+  seed?: { sourcePath: string; targetPath: string };
+  /** nbd: the jobs were cancelled in sync at switchover (the target holds a consistent copy) */
+  finished?: boolean;
+  /** datastore: the VM runs on the copies now */
+  pivoted?: boolean;
+  pivotMs?: number;
 }
 
 export type VmStore = ReturnType<typeof createVmStore>;
@@ -125,6 +163,10 @@ export function createVmStore(stateDir: string, hostId: string) {
     await writeJson(p.spec, spec);
   }
 
+  async function writeSpec(vmId: string, spec: VmSpec): Promise<void> {
+    await writeJson(vmPaths(vmId).spec, spec);
+  }
+
   async function removeVm(vmId: string): Promise<void> {
     await fs.rm(vmPaths(vmId).dir, { recursive: true, force: true });
   }
@@ -158,5 +200,5 @@ export function createVmStore(stateDir: string, hostId: string) {
     return taken;
   }
 
-  return { vmPaths, withLock, readSpec, readRuntime, updateRuntime, requireSpec, createVm, removeVm, listVmIds, incomingUrisExcept };
+  return { vmPaths, withLock, readSpec, readRuntime, updateRuntime, requireSpec, createVm, writeSpec, removeVm, listVmIds, incomingUrisExcept };
 }

@@ -1,0 +1,327 @@
+// Disk mirrors over QMP (QEMU 7.2, measured: shared/notes/qemu-facts.md section 5):
+//   - live migration without shared storage (the order libvirt uses): the destination creates
+//     empty copies of the disks, opens them in its `-incoming defer` QEMU and exports them over NBD
+//     (`nbd-server-start` + `block-export-add` writable); the source `blockdev-add`s each export
+//     and runs `blockdev-mirror` sync full (dirty tracking) until every job is ready; the memory
+//     migration runs meanwhile; at pre-switchover (source paused) `block-job-cancel` of a READY job
+//     completes it without pivot: the target holds a consistent copy; then `migrate-continue`.
+//   - storage migration (same host): `blockdev-add` a new qcow2 on the other datastore,
+//     `blockdev-mirror`, ready, `block-job-complete` pivots the device onto it; the seed (read-only,
+//     immutable) is copied as a file; spec.json names the new paths; the old files are deleted.
+// Jobs run with auto-dismiss off so a failed job stays visible (status concluded + error) until we
+// dismiss it. Everything a restarted agent needs is in runtime.json (`mirror`, `nbd`).
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { DriverError, type DiskMirrorStats, type DiskMirrorTarget, type IncomingDiskCopy, type VmSpec } from '../hypervisor.js';
+import { datastore } from './host.js';
+import { qemuImg } from './img.js';
+import { portIsFree, portOrder, sleep } from './process.js';
+import type { VmDeps } from './processes.js';
+import { QmpCommandError } from './qmp.js';
+import type { MirrorJobRecord, MirrorRecord } from './vm-store.js';
+
+interface QueryJob {
+  id: string;
+  type: string;
+  status: string;
+  'current-progress': number;
+  'total-progress': number;
+  error?: string;
+}
+interface QueryBlockJob {
+  device: string;
+  len: number;
+  offset: number;
+  ready: boolean;
+  status: string;
+}
+interface QueryBlock {
+  device: string;
+  inserted?: { 'node-name': string; image: { 'virtual-size': number; filename: string } };
+}
+
+const DONE = new Set(['concluded', 'null']);
+
+/** The drive ids buildQemuArgs gives a spec's disks (`disk<i>`) and seed (`seed`). */
+function drives(spec: VmSpec): Array<{ device: string; path: string; seed: boolean }> {
+  return [...spec.disks.map((p, i) => ({ device: `disk${i}`, path: p, seed: false })), ...(spec.seedPath ? [{ device: 'seed', path: spec.seedPath, seed: true }] : [])];
+}
+
+export function createBlockJobs({ cfg, store, sessions }: VmDeps) {
+  const { hostId, migrationAddress, portRange, qemuImgBinary, migrationWaitMs } = cfg;
+  const { qmp } = sessions;
+  const tolerate = (p: Promise<unknown>) => p.catch((e) => (e instanceof QmpCommandError ? undefined : Promise.reject(e)));
+
+  // ------------------------------------------------------------------ destination (copyDisks)
+  /** The spec the destination runs: the same disks on `datastoreId`, empty copies created. */
+  async function createIncomingCopies(spec: VmSpec, copy: { datastoreId: string; disks: IncomingDiskCopy[] }): Promise<{ spec: VmSpec; created: string[] }> {
+    const ds = datastore(cfg, copy.datastoreId);
+    await fs.mkdir(ds.path, { recursive: true });
+    const sizeOf = new Map(copy.disks.map((d) => [d.sourcePath, d]));
+    const created: string[] = [];
+    const target = (src: string) => path.join(ds.path, path.basename(src));
+    for (const d of drives(spec)) {
+      const info = sizeOf.get(d.path);
+      if (!info) throw new DriverError(`copyDisks.disks has no size for ${d.path}`, 'INVALID_ARGUMENT', true);
+      const file = target(d.path);
+      if (path.resolve(file) === path.resolve(d.path)) throw new DriverError(`copy of ${d.path} would overwrite it: datastore ${ds.id} is the source's`, 'INVALID_ARGUMENT', true);
+      await fs.rm(file, { force: true });
+      await qemuImg(qemuImgBinary, ['create', '-q', '-f', d.seed ? 'raw' : 'qcow2', file, String(info.virtualSizeBytes)], {});
+      created.push(file);
+    }
+    return { spec: { ...spec, disks: spec.disks.map(target), ...(spec.seedPath ? { seedPath: target(spec.seedPath) } : {}) }, created };
+  }
+
+  async function nodeNames(vmId: string): Promise<Map<string, QueryBlock['inserted'] & object>> {
+    const blocks = await qmp<QueryBlock[]>(vmId, 'query-block');
+    return new Map(blocks.filter((b) => b.inserted).map((b) => [b.device, b.inserted!]));
+  }
+
+  /** NBD server on the migration address with every disk (and the seed) exported writable. */
+  async function exportIncoming(vmId: string, spec: VmSpec): Promise<DiskMirrorTarget> {
+    const nodes = await nodeNames(vmId);
+    let port: number | undefined;
+    for (const p of portOrder(`${hostId}/${vmId}/nbd`, portRange).slice(0, 64)) {
+      if (!(await portIsFree(migrationAddress, p))) continue;
+      try {
+        await qmp(vmId, 'nbd-server-start', { addr: { type: 'inet', data: { host: migrationAddress, port: String(p) } } });
+        port = p;
+        break;
+      } catch (err) {
+        if (!(err instanceof QmpCommandError)) throw err;
+      }
+    }
+    if (port === undefined) throw new DriverError(`no free NBD port in ${portRange.join('-')} on ${migrationAddress}`, 'HYPERVISOR');
+    const exports: Array<{ device: string; exportName: string }> = [];
+    const exportIds: string[] = [];
+    const sideNodes: string[] = [];
+    for (const d of drives(spec)) {
+      let node = nodes.get(d.device)?.['node-name'];
+      if (d.seed) {
+        // the seed drive is read-only: a second, writable raw node on the same file receives it
+        // (locking off: the read-only drive of this very process holds the file's lock)
+        node = 'seed-copy';
+        await qmp(vmId, 'blockdev-add', { driver: 'raw', 'node-name': node, file: { driver: 'file', filename: d.path, locking: 'off' } });
+        sideNodes.push(node);
+      }
+      if (!node) throw new DriverError(`vm "${vmId}": drive ${d.device} has no node on host "${hostId}"`, 'HYPERVISOR', true);
+      const id = `exp-${d.device}`;
+      await qmp(vmId, 'block-export-add', { type: 'nbd', id, 'node-name': node, writable: true, name: d.device });
+      exportIds.push(id);
+      exports.push({ device: d.device, exportName: d.device });
+    }
+    await store.updateRuntime(vmId, { nbd: { host: migrationAddress, port, exportIds, sideNodes, exports } });
+    return { kind: 'nbd', host: migrationAddress, port, exports };
+  }
+
+  /** Before the destination runs: exports, side nodes and the NBD server go away. Idempotent. */
+  async function stopExports(vmId: string): Promise<void> {
+    const rec = (await store.readRuntime(vmId)).nbd;
+    if (!rec) return;
+    for (const id of rec.exportIds) await tolerate(qmp(vmId, 'block-export-del', { id, mode: 'hard' }));
+    for (const node of rec.sideNodes) {
+      // block-export-del is asynchronous: the node is in use until BLOCK_EXPORT_DELETED
+      for (let i = 0; ; i++) {
+        try {
+          await qmp(vmId, 'blockdev-del', { 'node-name': node });
+          break;
+        } catch (err) {
+          if (!(err instanceof QmpCommandError)) throw err;
+          if (/not found|Cannot find/i.test(err.message) || i >= 50) break;
+          await sleep(20);
+        }
+      }
+    }
+    await tolerate(qmp(vmId, 'nbd-server-stop'));
+    await store.updateRuntime(vmId, { nbd: undefined });
+  }
+
+  // ------------------------------------------------------------------ source
+  async function jobsOf(vmId: string): Promise<{ jobs: Map<string, QueryJob>; block: Map<string, QueryBlockJob> }> {
+    const jobs = await qmp<QueryJob[]>(vmId, 'query-jobs');
+    const block = await qmp<QueryBlockJob[]>(vmId, 'query-block-jobs');
+    return { jobs: new Map(jobs.map((j) => [j.id, j])), block: new Map(block.map((j) => [j.device, j])) };
+  }
+
+  async function startDiskMirror(vmId: string, target: DiskMirrorTarget): Promise<void> {
+    return store.withLock(`mirror:${vmId}`, async () => {
+      const spec = await store.requireSpec(vmId);
+      const rt = await store.readRuntime(vmId);
+      const { jobs } = await jobsOf(vmId);
+      if (rt.mirror && rt.mirror.jobs.every((j) => jobs.has(j.job) && !jobs.get(j.job)!.error)) return; // idempotent
+      if (rt.mirror) throw new DriverError(`vm "${vmId}" has a disk mirror that ended or failed; cancel it first`, 'INVALID_STATE', true);
+      const speed = target.speedBytesPerSec ? { speed: Math.round(target.speedBytesPerSec) } : {};
+      const rec: MirrorRecord = { kind: target.kind, jobs: [] };
+      const nodes = await nodeNames(vmId);
+      if (target.kind === 'nbd') {
+        for (const e of target.exports) {
+          const job = `mig-${e.device}`;
+          rec.jobs.push({ job, device: e.device, node: job });
+        }
+        await store.updateRuntime(vmId, { mirror: rec });
+        for (const [i, e] of target.exports.entries()) {
+          const j = rec.jobs[i]!;
+          await qmp(vmId, 'blockdev-add', { driver: 'nbd', 'node-name': j.node, server: { type: 'inet', host: target.host, port: String(target.port) }, export: e.exportName });
+          await qmp(vmId, 'blockdev-mirror', { 'job-id': j.job, device: e.device, target: j.node, sync: 'full', 'auto-dismiss': false, ...speed });
+        }
+        return;
+      }
+      const ds = datastore(cfg, target.datastoreId);
+      await fs.mkdir(ds.path, { recursive: true });
+      rec.datastoreId = ds.id;
+      for (const d of drives(spec)) {
+        const targetPath = path.join(ds.path, path.basename(d.path));
+        if (path.resolve(targetPath) === path.resolve(d.path)) throw new DriverError(`vm "${vmId}" already has ${d.path} on datastore ${ds.id}`, 'INVALID_ARGUMENT', true);
+        if (d.seed) rec.seed = { sourcePath: d.path, targetPath };
+        else rec.jobs.push({ job: `sm-${d.device}`, device: d.device, node: `sm-${d.device}`, targetPath, sourcePath: d.path });
+      }
+      // recorded before any file exists, so a cancel after a crash finds what to delete
+      await store.updateRuntime(vmId, { mirror: rec });
+      if (rec.seed) await fs.copyFile(rec.seed.sourcePath, rec.seed.targetPath);
+      for (const j of rec.jobs) {
+        const size = nodes.get(j.device)?.image['virtual-size'];
+        if (!size) throw new DriverError(`vm "${vmId}": drive ${j.device} has no image`, 'HYPERVISOR', true);
+        await qemuImg(qemuImgBinary, ['create', '-q', '-f', 'qcow2', j.targetPath!, String(size)], {});
+        await qmp(vmId, 'blockdev-add', { driver: 'qcow2', 'node-name': j.node, file: { driver: 'file', filename: j.targetPath } });
+        await qmp(vmId, 'blockdev-mirror', { 'job-id': j.job, device: j.device, target: j.node, sync: 'full', 'auto-dismiss': false, ...speed });
+      }
+    });
+  }
+
+  function statsOf(rec: MirrorRecord | undefined, jobs: Map<string, QueryJob>, block: Map<string, QueryBlockJob>): DiskMirrorStats {
+    const out: DiskMirrorStats = { status: 'none', copiedBytes: 0, totalBytes: 0, dirtyBytes: 0, inSync: false };
+    if (!rec) return out;
+    if (rec.finished || rec.pivoted) return { ...out, status: 'completed', inSync: true, ...(rec.pivotMs !== undefined ? { pivotMs: rec.pivotMs } : {}) };
+    let ready = true;
+    const errors: string[] = [];
+    for (const j of rec.jobs) {
+      const q = jobs.get(j.job);
+      const b = block.get(j.job);
+      if (!q) {
+        errors.push(`${j.device}: mirror job ${j.job} is gone`);
+        continue;
+      }
+      if (q.error) errors.push(`${j.device}: ${q.error}`);
+      else if (DONE.has(q.status) || q.status === 'aborting') errors.push(`${j.device}: mirror job ended (${q.status})`);
+      out.copiedBytes += b?.offset ?? q['current-progress'];
+      out.totalBytes += b?.len ?? q['total-progress'];
+      // a paused source (pre-switchover) puts ready jobs in standby; `ready` stays true
+      ready &&= b?.ready === true;
+    }
+    out.dirtyBytes = Math.max(0, out.totalBytes - out.copiedBytes);
+    if (errors.length) return { ...out, status: 'failed', error: errors.join('; ') };
+    out.inSync = ready;
+    out.status = ready ? 'ready' : 'running';
+    return out;
+  }
+
+  async function diskMirrorStatus(vmId: string): Promise<DiskMirrorStats> {
+    const rec = (await store.readRuntime(vmId)).mirror;
+    if (!rec) return statsOf(undefined, new Map(), new Map());
+    const { jobs, block } = await jobsOf(vmId);
+    return statsOf(rec, jobs, block);
+  }
+
+  /** Waits until every job of `rec` is concluded (or gone); returns their errors. */
+  async function waitConcluded(vmId: string, rec: MirrorRecord, what: string): Promise<string[]> {
+    const deadline = Date.now() + migrationWaitMs;
+    for (;;) {
+      const { jobs } = await jobsOf(vmId);
+      const open = rec.jobs.filter((j) => jobs.has(j.job) && !DONE.has(jobs.get(j.job)!.status));
+      if (open.length === 0) {
+        const errors = rec.jobs.flatMap((j) => (jobs.get(j.job)?.error ? [`${j.device}: ${jobs.get(j.job)!.error}`] : []));
+        for (const j of rec.jobs) if (jobs.get(j.job)?.status === 'concluded') await tolerate(qmp(vmId, 'job-dismiss', { id: j.job }));
+        return errors;
+      }
+      if (Date.now() > deadline) throw new DriverError(`vm "${vmId}": disk mirror did not ${what} within ${migrationWaitMs} ms`, 'TIMEOUT');
+      await sleep(20);
+    }
+  }
+
+  /**
+   * copyDisks at pre-switchover (the source is paused, nothing writes): cancel each READY job,
+   * which completes it without pivot, so the target is a consistent copy. Refuses (permanent)
+   * when a disk is not in sync: the migration must then roll back. Idempotent.
+   */
+  async function finishForSwitchover(vmId: string): Promise<void> {
+    return store.withLock(`mirror:${vmId}`, async () => {
+      const rec = (await store.readRuntime(vmId)).mirror;
+      if (!rec || rec.kind !== 'nbd' || rec.finished) return;
+      const { jobs, block } = await jobsOf(vmId);
+      const st = statsOf(rec, jobs, block);
+      if (!st.inSync) throw new DriverError(`vm "${vmId}": disk mirror is ${st.status} at switchover${st.error ? `: ${st.error}` : ''}`, 'HYPERVISOR', true);
+      for (const j of rec.jobs) await qmp(vmId, 'block-job-cancel', { device: j.job });
+      const errors = await waitConcluded(vmId, rec, 'complete');
+      if (errors.length) throw new DriverError(`vm "${vmId}": disk mirror failed at switchover: ${errors.join('; ')}`, 'HYPERVISOR', true);
+      for (const j of rec.jobs) await tolerate(qmp(vmId, 'blockdev-del', { 'node-name': j.node }));
+      await store.updateRuntime(vmId, { mirror: { ...rec, finished: true } });
+    });
+  }
+
+  /** Storage migration: pivot every in-sync disk onto its copy, then spec.json and old files follow. */
+  async function completeDiskMirror(vmId: string): Promise<DiskMirrorStats> {
+    return store.withLock(`mirror:${vmId}`, async () => {
+      const rec = (await store.readRuntime(vmId)).mirror;
+      if (!rec || rec.kind !== 'datastore') throw new DriverError(`vm "${vmId}" has no storage mirror on host "${hostId}"`, 'INVALID_STATE', true);
+      const spec = await store.requireSpec(vmId);
+      if (!rec.pivoted) {
+        const { jobs, block } = await jobsOf(vmId);
+        const st = statsOf(rec, jobs, block);
+        if (!st.inSync) throw new DriverError(`vm "${vmId}": storage mirror is ${st.status}, not in sync${st.error ? `: ${st.error}` : ''}`, st.status === 'failed' ? 'HYPERVISOR' : 'INVALID_STATE', st.status === 'failed');
+        const t0 = Date.now();
+        for (const j of rec.jobs) await qmp(vmId, 'block-job-complete', { device: j.job });
+        const errors = await waitConcluded(vmId, rec, 'pivot');
+        const pivotMs = Date.now() - t0;
+        if (errors.length) throw new DriverError(`vm "${vmId}": pivot failed: ${errors.join('; ')}`, 'HYPERVISOR', true);
+        const now = await nodeNames(vmId);
+        for (const j of rec.jobs) {
+          const file = now.get(j.device)?.image.filename;
+          if (file !== j.targetPath) throw new DriverError(`vm "${vmId}": ${j.device} runs on ${file} after the pivot, not ${j.targetPath}`, 'HYPERVISOR', true);
+        }
+        const moved = new Map(rec.jobs.map((j) => [j.sourcePath!, j.targetPath!]));
+        await store.writeSpec(vmId, { ...spec, disks: spec.disks.map((d) => moved.get(d) ?? d), ...(rec.seed ? { seedPath: rec.seed.targetPath } : {}) });
+        await store.updateRuntime(vmId, { mirror: { ...rec, pivoted: true, pivotMs } });
+      }
+      // the old files: nothing opens them any more (the seed's old inode stays readable to QEMU)
+      for (const j of rec.jobs) await fs.rm(j.sourcePath!, { force: true });
+      if (rec.seed) await fs.rm(rec.seed.sourcePath, { force: true });
+      const after = await store.requireSpec(vmId);
+      await store.updateRuntime(vmId, { mirror: undefined });
+      return { status: 'completed', copiedBytes: 0, totalBytes: 0, dirtyBytes: 0, inSync: true, diskPaths: after.disks, ...(after.seedPath ? { seedPath: after.seedPath } : {}), pivotMs: rec.pivotMs ?? 0 };
+    });
+  }
+
+  /** Abort: jobs cancelled (force), target nodes removed, a storage mirror's copies deleted. Idempotent. */
+  async function cancelDiskMirror(vmId: string): Promise<void> {
+    return store.withLock(`mirror:${vmId}`, async () => {
+      if (!(await store.readSpec(vmId))) return;
+      const rec = (await store.readRuntime(vmId)).mirror;
+      if (!rec) return;
+      if (rec.pivoted) throw new DriverError(`vm "${vmId}" already runs on its new disks (pivoted): not cancelling`, 'INVALID_STATE', true);
+      const alive = await qmp<QueryJob[]>(vmId, 'query-jobs').then(
+        (j) => new Map(j.map((x) => [x.id, x])),
+        () => undefined, // no QEMU: nothing left to cancel in it
+      );
+      if (alive) {
+        for (const j of rec.jobs) if (alive.has(j.job) && !DONE.has(alive.get(j.job)!.status)) await tolerate(qmp(vmId, 'block-job-cancel', { device: j.job, force: true }));
+        await waitConcluded(vmId, rec, 'cancel');
+        for (const j of rec.jobs) await tolerate(qmp(vmId, 'blockdev-del', { 'node-name': j.node }));
+      }
+      const partial: string[] = [...rec.jobs.flatMap((j) => (j.targetPath ? [j.targetPath] : [])), ...(rec.seed ? [rec.seed.targetPath] : [])];
+      for (const f of partial) await fs.rm(f, { force: true });
+      await store.updateRuntime(vmId, { mirror: undefined });
+    });
+  }
+
+  /** The copies a never-activated incoming container created (destroyVm deletes them). */
+  async function incomingCopies(vmId: string): Promise<string[]> {
+    if (!(await store.readSpec(vmId).catch(() => undefined))) return [];
+    const rt = await store.readRuntime(vmId);
+    return rt.role === 'incoming' ? (rt.diskCopies ?? []) : [];
+  }
+
+  return { createIncomingCopies, exportIncoming, stopExports, startDiskMirror, diskMirrorStatus, finishForSwitchover, completeDiskMirror, cancelDiskMirror, incomingCopies };
+}
+
+export type BlockJobs = ReturnType<typeof createBlockJobs>;
+export type { MirrorJobRecord };
