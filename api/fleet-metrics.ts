@@ -63,6 +63,7 @@ export function createFleetMetrics(db: Db, registry: Registry): FleetMetrics {
       metrics.provisionStepDuration,
       metrics.compensationsTotal,
       metrics.evacuationsTotal,
+      metrics.evacuationVms,
       metrics.hostUtilization,
       metrics.clusterImbalance,
       metrics.operationsInFlight,
@@ -84,7 +85,7 @@ export function createFleetMetrics(db: Db, registry: Registry): FleetMetrics {
       u.memoryMiB += a.memoryMiB;
       used.set(a.hostId, u);
     }
-    const memLoads: number[] = [];
+    const loads: number[] = [];
     for (const h of hosts) {
       const u = used.get(h.id) ?? { cpus: 0, memoryMiB: 0 };
       const cpuCap = h.cpus * h.cpuOvercommit;
@@ -93,9 +94,10 @@ export function createFleetMetrics(db: Db, registry: Registry): FleetMetrics {
       const mem = memCap > 0 ? u.memoryMiB / memCap : 0;
       metrics.hostUtilization.set({ host: h.id, resource: 'cpu' }, cpu);
       metrics.hostUtilization.set({ host: h.id, resource: 'memory' }, mem);
-      if (h.state === 'up' && !h.maintenance) memLoads.push(mem);
+      // the planner's normalized load (domain/rebalance.ts): the mean of the cpu and memory ratios
+      if (h.state === 'up' && !h.maintenance) loads.push((cpu + mem) / 2);
     }
-    metrics.clusterImbalance.set(stddev(memLoads));
+    metrics.clusterImbalance.set(stddev(loads));
   }
 
   return {
@@ -122,6 +124,7 @@ function observeOperation(metrics: Metrics, op: OpRow, onStuck: () => void): voi
   const d = (op.details ?? {}) as Record<string, unknown>;
   if (op.state === 'running') {
     metrics.operationsInFlight.inc({ kind: op.kind });
+    if (op.kind === 'evacuation') observeEvacuationCounts(metrics, d.counts);
     if (op.kind === 'migration' && (d.activationStuck === true || (op.stage === 'activation' && (num(d.activationAttempts) ?? 0) > 3))) onStuck();
     return;
   }
@@ -165,5 +168,16 @@ function recordCompensations(metrics: Metrics, workflow: string, list: unknown):
   for (const c of list as Array<Record<string, unknown>>) {
     if (!c || typeof c.name !== 'string') continue;
     metrics.compensationsTotal.inc({ workflow, step: c.name, result: c.ok === false ? 'failed' : 'ok' });
+  }
+}
+
+const EVACUATION_VM_STATES = { moved: 'moved', inFlight: 'in-flight', waiting: 'waiting', failed: 'failed', left: 'left', cancelled: 'cancelled' } as const;
+
+/** A running evacuation's per-state VM counts, as its workflow last recorded them. */
+function observeEvacuationCounts(metrics: Metrics, counts: unknown): void {
+  if (!counts || typeof counts !== 'object') return;
+  for (const [key, state] of Object.entries(EVACUATION_VM_STATES)) {
+    const n = num((counts as Record<string, unknown>)[key]);
+    if (n !== undefined) metrics.evacuationVms.inc({ state }, n);
   }
 }

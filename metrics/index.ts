@@ -45,13 +45,14 @@ export function createMetrics(registry: Registry, opts: { defaultMetrics?: boole
       registers,
     }),
     evacuationsTotal: new Counter({ name: 'ferry_evacuations_total', help: 'Host evacuations finished, by result', labelNames: ['result'] as const, registers }),
+    evacuationVms: new Gauge({ name: 'ferry_evacuation_vms', help: 'VMs of the evacuations running now, by state (moved, in-flight, waiting, failed, left, cancelled)', labelNames: ['state'] as const, registers }),
     hostUtilization: new Gauge({
       name: 'ferry_host_utilization_ratio',
       help: 'Allocated / allocatable capacity per host and resource',
       labelNames: ['host', 'resource'] as const,
       registers,
     }),
-    clusterImbalance: new Gauge({ name: 'ferry_cluster_imbalance', help: 'Standard deviation of normalized host memory load', registers }),
+    clusterImbalance: new Gauge({ name: 'ferry_cluster_imbalance', help: 'Standard deviation of normalized host load (mean of cpu and memory ratios) over hosts up and not in maintenance, as Rebalance measures it', registers }),
     operationsInFlight: new Gauge({ name: 'ferry_operations_in_flight', help: 'Operations currently running', labelNames: ['kind'] as const, registers }),
     drift: new Gauge({ name: 'ferry_drift', help: 'Open drift between inventory and hypervisors, by kind (Reconcile)', labelNames: ['kind'] as const, registers }),
     activationStuck: new Gauge({

@@ -202,9 +202,13 @@ describe('auth, probes, metrics, docs', () => {
     assert.equal(value(samples, 'ferry_host_utilization_ratio', { host: 'h1', resource: 'cpu' }), 0.125);
     assert.equal(value(samples, 'ferry_host_utilization_ratio', { host: 'h1', resource: 'memory' }), 0.5);
     assert.equal(value(samples, 'ferry_host_utilization_ratio', { host: 'h2', resource: 'memory' }), 0.25);
-    // stddev of the memory loads of the hosts taking placements: h1 0.5, h2 0.25, h9 (registered
-    // by the auth test above) 0; h3 is in maintenance
-    assert.ok(Math.abs(value(samples, 'ferry_cluster_imbalance')! - Math.sqrt(0.125 / 3)) < 1e-9);
+    // stddev of the normalized loads (mean of cpu and memory ratios) of the hosts taking
+    // placements: h1 (0.125+0.5)/2, h2 (0.0625+0.25)/2, h9 (registered by the auth test above) 0;
+    // h3 is in maintenance
+    const loads = [0.3125, 0.15625, 0];
+    const mean = loads.reduce((a, b) => a + b, 0) / loads.length;
+    const sigma = Math.sqrt(loads.reduce((a, x) => a + (x - mean) ** 2, 0) / loads.length);
+    assert.ok(Math.abs(value(samples, 'ferry_cluster_imbalance')! - sigma) < 1e-9);
   });
 
   it('/metrics is recomputed on every scrape, not accumulated', async () => {

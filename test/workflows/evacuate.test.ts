@@ -17,6 +17,8 @@ import {
   type FleetProgress,
 } from '../../workflows/definitions.js';
 import type { ClusterSpec } from '../../workers/cluster-spec.js';
+import { Registry } from 'prom-client';
+import { createFleetMetrics } from '../../api/fleet-metrics.js';
 import { checkInvariants } from '../helpers/invariants.js';
 import { smallCluster, startTestFerry, waitFor, type TestFerry } from '../helpers/ferry.js';
 
@@ -123,7 +125,20 @@ describe('EvacuateHost', () => {
     const f = await start(evacuationCluster({ hosts: 5, vms: shapes, h1MemoryMiB: 32768 }));
     const vmIds = f.cluster.vms!.map((v) => v.id);
     const h = await evacuate(f, { hostId: 'h1', maxParallel: 3 });
+    // ferry_evacuation_vms{state} (scraped from the database while it runs) accounts for all 12
+    const fleet = createFleetMetrics(f.db, new Registry());
+    let scrapedTotal = 0;
+    const scraping = (async () => {
+      for (let i = 0; i < 200 && scrapedTotal !== 12; i++) {
+        const text = await fleet.render();
+        const states = [...text.matchAll(/^ferry_evacuation_vms\{state="[^"]+"\} (\d+)/gm)].map((m) => Number(m[1]));
+        scrapedTotal = states.reduce((a, b) => a + b, 0);
+        await new Promise((res) => setTimeout(res, 50));
+      }
+    })();
     const problems = await sample(f, h.result());
+    await scraping;
+    assert.equal(scrapedTotal, 12, 'ferry_evacuation_vms counted every VM of the running evacuation');
     const r = (await h.result()) as FleetProgress;
     assert.equal(r.state, 'completed', r.error);
     assert.equal(r.counts.moved, 12, JSON.stringify(r.vms.filter((v) => v.state !== 'moved')));
