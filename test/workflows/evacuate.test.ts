@@ -213,6 +213,29 @@ describe('EvacuateHost', () => {
     assert.deepEqual(await checkInvariants(f), []);
   });
 
+  test('a target that enters maintenance mid-evacuation takes no further moves; they go elsewhere', async () => {
+    const f = await start(evacuationCluster({ hosts: 4, vms: Array.from({ length: 6 }, () => ({ memoryMiB: 1024 })), h1MemoryMiB: 32768 }));
+    const h = await evacuate(f, { hostId: 'h1', maxParallel: 1 });
+    const first = await waitFor('a first VM moved', async () => {
+      const p = await h.query(fleetProgressQuery);
+      return p.counts.moved >= 1 ? p : undefined;
+    }, 30_000);
+    // a host some later move was planned for goes into maintenance now
+    const later = first.vms.find((v) => v.state === 'waiting')!;
+    const closed = later.to!;
+    const em = f.db.em();
+    const host = await em.findOneOrFail(Host, { id: closed });
+    host.maintenance = true;
+    await em.flush();
+    const closedAt = Date.now();
+    const r = (await h.result()) as FleetProgress;
+    assert.equal(r.counts.moved, 6, JSON.stringify(r.vms.filter((v) => v.state !== 'moved')));
+    for (const v of r.vms.filter((x) => x.startedAtMs! > closedAt + 1000)) assert.notEqual(v.to, closed, `${v.vmName} started after ${closed} closed and still went there`);
+    const retried = r.vms.find((v) => v.vmId === later.vmId)!;
+    assert.notEqual(retried.to, closed, 'the move planned for the closed host went elsewhere');
+    assert.deepEqual(await checkInvariants(f), []);
+  });
+
   test('dry run stores a plan and touches nothing; approving it runs exactly its moves; a stale plan is refused', async () => {
     const f = await start(evacuationCluster({ hosts: 3, vms: Array.from({ length: 4 }, () => ({ memoryMiB: 1024 })), h1MemoryMiB: 32768 }));
     const planId = `p-${f.prefix}a`;
