@@ -39,8 +39,8 @@
 //   stallWindowSec; else 'converging'. For steady inputs this is analyticVerdict (precopy-model).
 // - Progress: percent = max(previous, estimate), never backwards, 100 only when completed.
 
-import { fitsDowntime } from '../../domain/precopy-model.js';
-import { PolicyError, type ConvergencePolicy } from '../../domain/policies.js';
+import { fitsDowntime } from './precopy-model.js';
+import { PolicyError, type ConvergencePolicy } from './policies.js';
 
 const GiB = 1024 ** 3;
 /** samples whose rates are summed for the verdict (smooths a noisy dirty-rate reading) */

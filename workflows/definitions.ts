@@ -139,12 +139,25 @@ export interface LiveMigrateInput {
 
 export type MigrationState = 'running' | 'completed' | 'failed' | 'cancelled' | 'rolled-back';
 
+/** Disk mirror progress (copyDisks live migration, storage migration). */
+export interface DiskMirrorProgress {
+  copiedBytes: number;
+  totalBytes: number;
+  dirtyBytes: number;
+  inSync: boolean;
+  transferRateBytesPerSec?: number;
+  writeRateBytesPerSec?: number;
+  etaSeconds?: number;
+  /** storage migration: the pause the pivot took */
+  pivotMs?: number;
+}
+
 export interface MigrationProgress {
   migrationId: string;
   vmId: string;
-  kind: 'live';
+  kind: 'live' | 'storage';
   state: MigrationState;
-  stage: MigrationStage;
+  stage: MigrationStage | StorageStage;
   stageIndex: number;
   sourceHostId: string;
   targetHostId?: string;
@@ -162,12 +175,30 @@ export interface MigrationProgress {
     verdict: 'converging' | 'stalled' | 'diverging' | 'unknown';
     downtimeLimitMs: number;
   };
+  /** copyDisks / storage migration: the disk mirror */
+  disks?: DiskMirrorProgress;
+  /** storage migration: where the disks go */
+  targetDatastoreId?: string;
   decisions: Array<{ atMs: number; action: string; reason: string }>;
   stageTimingsMs: Record<string, number>;
   downtimeMs?: number;
   durationMs?: number;
   compensations: CompensationRecord[];
   error?: string;
+}
+
+// ---------------------------------------------------------------- storage migration
+export const STORAGE_STAGES = ['pre-migration', 'reservation', 'mirror', 'pivot', 'commitment', 'cleanup'] as const;
+export type StorageStage = (typeof STORAGE_STAGES)[number];
+
+export interface StorageMigrateInput {
+  vmId: string;
+  /** a datastore of the VM's own host */
+  targetDatastoreId: string;
+  /** mirror bandwidth cap (bytes/s) */
+  maxBandwidthBytesPerSec?: number;
+  /** give up when the mirror is not in sync after this long (default 6 h) */
+  maxMirrorMs?: number;
 }
 
 export interface MigrationResult {

@@ -34,7 +34,7 @@ import { Saga } from './lib/saga.js';
 import { workflowContext } from './context.js';
 import { describeFailure, failureType } from '../domain/failures.js';
 import { PolicyError, resolvePolicy, type ConvergencePolicy } from '../domain/policies.js';
-import { applyOperatorChange, decide, initialControllerState, initialMigrationParams, type ControllerState } from './lib/convergence.js';
+import { applyOperatorChange, decide, initialControllerState, initialMigrationParams, type ControllerState } from '../domain/convergence.js';
 
 /** How long one watchPrecopy activity samples before the controller looks (ms). */
 const WATCH_WINDOW_MS = 1000;

@@ -11,7 +11,7 @@ import {
   type ControllerSample,
   type ControllerState,
   type Decision,
-} from '../../workflows/lib/convergence.js';
+} from '../../domain/convergence.js';
 import { POLICIES, POLICY_NAMES, PolicyError, resolvePolicy, type ConvergencePolicy } from '../../domain/policies.js';
 import {
   DEFAULT_MAX_ROUNDS,
