@@ -296,6 +296,8 @@ export function createControlActivities(deps: ControlActivityDeps) {
       sourceHostId: string;
       targetHostId: string;
       copyDisks: boolean;
+      /** copyDisks: the target's datastore for the copies */
+      targetDatastoreId: string | null;
       memoryBytes: number;
       spec: VmSpec;
       rejected: RejectedHost[];
@@ -328,7 +330,7 @@ export function createControlActivities(deps: ControlActivityDeps) {
         if (!target) throw failure(ErrorType.NotFound, `target host ${targetId} does not exist`);
         const check = checkMigrationTarget(migrating, source, target);
         if (!check.ok) throw failure(ErrorType.Refused, `cannot live-migrate ${vm.name} to ${targetId}: ${check.reasons.join('; ')}`, { reasons: check.reasons });
-        return plan(target.id, check.copyDisks);
+        return plan(target.id, check.copyDisks, check.targetDatastoreId);
       }
       for (const h of adjusted) {
         if (h.id === source.id) continue;
@@ -346,14 +348,15 @@ export function createControlActivities(deps: ControlActivityDeps) {
       }
       targetId = best.hostId;
       const check = checkMigrationTarget(migrating, source, adjusted.find((h) => h.id === targetId)!);
-      return plan(targetId, check.copyDisks);
+      return plan(targetId, check.copyDisks, check.targetDatastoreId);
 
-      function plan(targetHostId: string, copyDisks: boolean) {
+      function plan(targetHostId: string, copyDisks: boolean, targetDatastoreId: string | null) {
         const v = vm!;
         return {
           sourceHostId: v.hostId!,
           targetHostId,
           copyDisks,
+          targetDatastoreId: copyDisks ? targetDatastoreId : null,
           memoryBytes: v.memoryMiB * MiB,
           rejected,
           spec: {
@@ -382,7 +385,7 @@ export function createControlActivities(deps: ControlActivityDeps) {
     },
 
     /** Stage 1: capacity on B, VM marked migrating. Idempotent by operationId. */
-    async reserveMigrationTarget(input: { operationId: string; vmId: string; targetHostId: string }): Promise<{ allocationId: string }> {
+    async reserveMigrationTarget(input: { operationId: string; vmId: string; targetHostId: string; targetDatastoreId?: string | null }): Promise<{ allocationId: string }> {
       const em = db.em();
       const vm = await em.findOneOrFail(Vm, { id: input.vmId });
       const alloc = await capacity.reserve(db, {
@@ -390,8 +393,10 @@ export function createControlActivities(deps: ControlActivityDeps) {
         vmId: vm.id,
         cpus: vm.cpus,
         memoryMiB: vm.memoryMiB,
-        // shared storage: the disk does not move, so no disk on B is reserved
-        diskGiB: 0,
+        // shared storage: the disk does not move, so no disk on B is reserved; copyDisks (or a
+        // storage migration) reserves the disk's space on the datastore the copies go to
+        diskGiB: input.targetDatastoreId ? vm.diskGiB : 0,
+        ...(input.targetDatastoreId ? { datastoreId: input.targetDatastoreId } : {}),
         operationId: input.operationId,
         kind: 'reservation',
       });
@@ -415,7 +420,7 @@ export function createControlActivities(deps: ControlActivityDeps) {
     },
 
     /** Stage 4: the point of no return, one transaction. Idempotent. */
-    async commitMigration(input: { operationId: string; vmId: string; sourceHostId: string; targetHostId: string }): Promise<void> {
+    async commitMigration(input: { operationId: string; vmId: string; sourceHostId: string; targetHostId: string; home?: { diskPaths: string[]; seedPath?: string | null } }): Promise<void> {
       await fault('commitMigration', { vmId: input.vmId });
       await capacity.commitMigration(db, input);
     },

@@ -5,6 +5,10 @@ import { Context, CancelledFailure } from '@temporalio/activity';
 import type {
   CloudInitSeed,
   DiskInfo,
+  DiskMirrorStats,
+  DiskMirrorTarget,
+  IncomingOptions,
+  IncomingResult,
   DiskSpec,
   HypervisorDriver,
   MigrationParams,
@@ -150,8 +154,59 @@ export function createHostActivities(deps: HostActivityDeps) {
 
     // ---------------------------------------------------------------- live migration
     /** Stage 1 (on B): empty container waiting for the incoming state. */
-    async startDestinationContainer(input: { spec: VmSpec }): Promise<{ uri: string }> {
-      return driver.prepareIncoming(input.spec);
+    async startDestinationContainer(input: { spec: VmSpec; copyDisks?: IncomingOptions['copyDisks'] }): Promise<IncomingResult> {
+      return driver.prepareIncoming(input.spec, input.copyDisks ? { copyDisks: input.copyDisks } : undefined);
+    },
+
+    /** Sizes and formats of disks on this host (a copyDisks destination creates copies of them). */
+    async describeDisks(input: { paths: string[] }): Promise<DiskInfo[]> {
+      const out: DiskInfo[] = [];
+      for (const p of input.paths) {
+        const d = await driver.diskInfo(p);
+        if (d) out.push(d);
+      }
+      return out;
+    },
+
+    /** Forward clean-up after a commit that moved the disks: the source's old files. Idempotent. */
+    async deleteDisks(input: { paths: string[] }): Promise<void> {
+      for (const p of input.paths) await driver.deleteDisk(p);
+    },
+
+    // ---------------------------------------------------------------- disk mirrors
+    /** Starts the mirror of every disk of the VM (idempotent: a running mirror is kept). */
+    async startDiskMirror(input: { vmId: string; target: DiskMirrorTarget }): Promise<void> {
+      if (!driver.startDiskMirror) throw failure(ErrorType.InvalidArgument, `the ${driver.kind} driver of ${driver.hostId} has no disk mirror`, undefined, true);
+      await driver.startDiskMirror(input.vmId, input.target);
+    },
+
+    /**
+     * Watches the mirror for a window (heartbeating its stats) and returns the last sample, early
+     * once in sync; a failed mirror is a MigrationFailed error (the workflow rolls back).
+     */
+    async watchDiskMirror(input: { vmId: string; windowMs: number }): Promise<DiskMirrorStats> {
+      if (!driver.diskMirrorStatus) throw failure(ErrorType.InvalidArgument, `the ${driver.kind} driver of ${driver.hostId} has no disk mirror`, undefined, true);
+      const until = Date.now() + input.windowMs;
+      for (;;) {
+        const st = await driver.diskMirrorStatus(input.vmId);
+        heartbeat(st);
+        if (st.status === 'failed' || st.status === 'cancelled' || st.status === 'none') {
+          throw failure(ErrorType.MigrationFailed, `disk mirror of ${input.vmId} on ${driver.hostId} is ${st.status}${st.error ? `: ${st.error}` : ''}`, undefined, true);
+        }
+        if (st.inSync || Date.now() >= until) return st;
+        await pause(pollMs);
+      }
+    },
+
+    /** Storage migration: pivot onto the in-sync copies, delete the old files; idempotent. */
+    async completeDiskMirror(input: { vmId: string }): Promise<DiskMirrorStats> {
+      if (!driver.completeDiskMirror) throw failure(ErrorType.InvalidArgument, `the ${driver.kind} driver of ${driver.hostId} has no disk mirror`, undefined, true);
+      return driver.completeDiskMirror(input.vmId);
+    },
+
+    /** Compensation: the mirror stops, the VM stays on its source disks, partial copies go. */
+    async cancelDiskMirror(input: { vmId: string }): Promise<void> {
+      await driver.cancelDiskMirror?.(input.vmId);
     },
 
     /** Compensation of stage 1 (on B): B's copy is paused or empty, never running before commit. */
@@ -166,7 +221,7 @@ export function createHostActivities(deps: HostActivityDeps) {
     },
 
     /** Stage 2 (on A): start pre-copy. Idempotent: an active migration to the same uri is fine. */
-    async startPrecopy(input: { vmId: string; uri: string; params: MigrationParams }): Promise<void> {
+    async startPrecopy(input: { vmId: string; uri: string; params: MigrationParams; copyDisks?: boolean }): Promise<void> {
       const vm = await driver.vmStatus(input.vmId);
       if (!vm || vm.state !== 'running') {
         const st = await driver.migrationStatus(input.vmId);
@@ -177,7 +232,7 @@ export function createHostActivities(deps: HostActivityDeps) {
       }
       const st = await driver.migrationStatus(input.vmId);
       if (st.status !== 'none' && !TERMINAL.has(st.status)) return;
-      await driver.startMigration(input.vmId, { uri: input.uri, ...input.params });
+      await driver.startMigration(input.vmId, { uri: input.uri, ...input.params, ...(input.copyDisks ? { copyDisks: true } : {}) });
     },
 
     /**
@@ -238,6 +293,8 @@ export function createHostActivities(deps: HostActivityDeps) {
       }
       const vm = await driver.vmStatus(input.vmId);
       if (vm && vm.state !== 'running') await driver.resumeVm(input.vmId, { afterCompletedMigration: st.status === 'completed' });
+      // copyDisks: the source keeps its own disks; the mirror (if any) stops
+      await driver.cancelDiskMirror?.(input.vmId);
       return driver.vmStatus(input.vmId);
     },
 

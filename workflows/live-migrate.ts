@@ -31,6 +31,7 @@ import {
 } from './definitions.js';
 import { activationProfile, compensationProfile, hostQuickProfile, watchProfile } from './profiles.js';
 import { Saga } from './lib/saga.js';
+import { diskProgress, mirrorUntilInSync } from './disk-mirror.js';
 import { workflowContext } from './context.js';
 import { describeFailure, failureType } from '../domain/failures.js';
 import { PolicyError, resolvePolicy, type ConvergencePolicy } from '../domain/policies.js';
@@ -100,6 +101,8 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
   let committed = false;
   let migrationStarted = false;
   let sourceHost = '';
+  /** copyDisks: the source's own files, deleted once the VM runs on its copies */
+  let oldDiskFiles: string[] = [];
   const pendingParams: Array<{ maxBandwidthBytesPerSec?: number; downtimeLimitMs?: number }> = [];
 
   setHandler(migrationProgressQuery, () => progress);
@@ -171,6 +174,7 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
       expectedDowntimeMs: st.expectedDowntimeMs,
       throttlePct: st.throttlePct,
     });
+    if (st.disk) progress.disks = diskProgress(st.disk);
   }
 
   upsertSearchAttributes([
@@ -222,10 +226,17 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
     await enterStage('reservation');
     saga.add('restore-inventory', () => ctlComp.restoreVmAfterRollback({ vmId: input.vmId, hostId: plan.sourceHostId }));
     saga.add('release-reservation', () => ctlComp.releaseReservation({ operationId }));
-    await ctl.reserveMigrationTarget({ operationId, vmId: input.vmId, targetHostId: plan.targetHostId });
+    await ctl.reserveMigrationTarget({ operationId, vmId: input.vmId, targetHostId: plan.targetHostId, ...(plan.copyDisks ? { targetDatastoreId: plan.targetDatastoreId } : {}) });
     checkCancel();
+    // copyDisks (no shared storage): B creates empty copies of the disks, sized from A's; the
+    // destroy below removes them too while B's copy was never activated
+    const ownFiles = [...plan.spec.disks, ...(plan.spec.seedPath ? [plan.spec.seedPath] : [])];
+    const copyDisks = plan.copyDisks
+      ? { datastoreId: plan.targetDatastoreId!, disks: (await A.describeDisks({ paths: ownFiles })).map((d) => ({ sourcePath: d.path, virtualSizeBytes: d.virtualSizeBytes, format: d.format })) }
+      : undefined;
     saga.add('destroy-destination-copy', () => BComp.destroyDestinationContainer({ vmId: input.vmId }));
-    const { uri } = await B.startDestinationContainer({ spec: plan.spec });
+    const incoming = await B.startDestinationContainer({ spec: plan.spec, ...(copyDisks ? { copyDisks } : {}) });
+    const uri = incoming.uri;
     checkCancel();
 
     // ---------------------------------------------------------------- stage 2: iterative pre-copy
@@ -234,9 +245,21 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
       await AComp.rollbackSource({ vmId: input.vmId, commitKnownAbsent: true });
     });
     const params = initialMigrationParams(policy);
+    if (incoming.mirror) {
+      // libvirt's order: the disks first, until in sync (writes mirrored from then on), then memory
+      const speed = params.maxBandwidthBytesPerSec ? { speedBytesPerSec: params.maxBandwidthBytesPerSec } : {};
+      await A.startDiskMirror({ vmId: input.vmId, target: { ...incoming.mirror, ...speed } });
+      decisionLog('disk-mirror', `mirroring ${ownFiles.length} disk(s) to ${plan.targetHostId} (${incoming.mirror.kind})`);
+      await mirrorUntilInSync({
+        watch: (i) => on(plan.sourceHostId, watchProfile).watchDiskMirror(i),
+        vmId: input.vmId,
+        checkCancel,
+        onProgress: (p) => (progress.disks = p),
+      });
+    }
     // `autoSwitchover` lets the agent continue from pre-switchover by itself (QEMU counts the
     // paused time as downtime); with operator approval the source is held running instead.
-    await A.startPrecopy({ vmId: input.vmId, uri, params });
+    await A.startPrecopy({ vmId: input.vmId, uri, params, ...(plan.copyDisks ? { copyDisks: true } : {}) });
     migrationStarted = true;
     ctrl = initialControllerState(policy, plan.memoryBytes);
     progress.progress.downtimeLimitMs = ctrl.downtimeMs;
@@ -281,9 +304,12 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
 
     // ---------------------------------------------------------------- stage 4: commitment
     await enterStage('commitment');
-    await B.confirmDestinationImage({ vmId: input.vmId });
+    const image = await B.confirmDestinationImage({ vmId: input.vmId });
+    // copyDisks: the VM's disks are B's copies from the commit on (same transaction)
+    const home = plan.copyDisks ? { diskPaths: image.spec.disks, seedPath: image.spec.seedPath ?? null } : undefined;
+    if (home) oldDiskFiles = ownFiles.filter((f) => !home.diskPaths.includes(f) && f !== home.seedPath);
     try {
-      await ctl.commitMigration({ operationId, vmId: input.vmId, sourceHostId: plan.sourceHostId, targetHostId: plan.targetHostId });
+      await ctl.commitMigration({ operationId, vmId: input.vmId, sourceHostId: plan.sourceHostId, targetHostId: plan.targetHostId, ...(home ? { home } : {}) });
       committed = true;
     } catch (err) {
       // The outcome is unknown (timed out, lost reply): read the recorded decision back; never guess.
@@ -312,6 +338,7 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
     }
     await ctl.recordMigrationActivated({ operationId, vmId: input.vmId, hostId: progress.targetHostId! });
     await on(sourceHost, activationProfile).cleanupSource({ vmId: input.vmId });
+    if (oldDiskFiles.length) await on(sourceHost, activationProfile).deleteDisks({ paths: oldDiskFiles });
     progress.stageTimingsMs.activation = Date.now() - stageStarted;
     progress.state = 'completed';
     progress.stage = 'done';

@@ -76,5 +76,6 @@ export function materializeDiskCopies(store: Store, plan: DiskCopyPlan[], spec: 
     }
     rename.set(p.sourcePath, p.targetPath);
   }
-  return { ...spec, disks: spec.disks.map((d) => rename.get(d) ?? d) };
+  const seedPath = spec.seedPath ? (rename.get(spec.seedPath) ?? spec.seedPath) : undefined;
+  return { ...spec, disks: spec.disks.map((d) => rename.get(d) ?? d), ...(seedPath ? { seedPath } : {}) };
 }
