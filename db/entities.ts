@@ -225,6 +225,7 @@ export const Operation = defineEntity({
   indexes: [
     { name: 'operation_workflow_id_index', properties: ['workflowId'] },
     { name: 'operation_vm_id_index', properties: ['vmId'] },
+    { name: 'operation_principal_index', properties: ['principal'] },
     { name: 'operation_started_at_id_index', properties: ['startedAt', 'id'] },
   ],
   properties: {
@@ -239,6 +240,8 @@ export const Operation = defineEntity({
     sourceHostId: p.string().nullable(),
     targetHostId: p.string().nullable(),
     details: p.json<OperationDetails>(),
+    /** who started it: an API token's name (`bootstrap-admin`, `env-operator`, a named token), `schedule`, … */
+    principal: p.string().nullable(),
     error: p.text().nullable(),
     startedAt: p.datetime().onCreate(() => new Date()),
     endedAt: p.datetime().nullable(),
@@ -316,4 +319,52 @@ export const Drift = defineEntity({
 });
 export type Drift = InferEntity<typeof Drift>;
 
-export const entities = [Host, Datastore, Template, Network, IpPool, IpAllocation, Vm, Allocation, Operation, Plan, Drift];
+export const TOKEN_ROLES = ['viewer', 'operator', 'admin'] as const;
+export type TokenRole = (typeof TOKEN_ROLES)[number];
+
+/**
+ * A named API token (api/tokens.ts). Only the sha256 of the secret is stored: the secret is shown
+ * once, at creation. Revoking sets revokedAt (the row stays: operations name it as their principal).
+ */
+export const ApiToken = defineEntity({
+  name: 'ApiToken',
+  tableName: 'api_token',
+  properties: {
+    id: p.string().primary(),
+    name: p.string().unique(),
+    role: p.string().$type<TokenRole>(),
+    /** hex sha256 of the secret; unique so a lookup by hash finds at most one row */
+    hash: p.string().unique(),
+    createdAt: createdAt(),
+    createdBy: p.string(),
+    expiresAt: p.datetime().nullable(),
+    revokedAt: p.datetime().nullable(),
+    lastUsedAt: p.datetime().nullable(),
+  },
+});
+export type ApiToken = InferEntity<typeof ApiToken>;
+
+/**
+ * The first answer to a request that carried an Idempotency-Key (api/idempotency.ts). The key is
+ * scoped to the principal; method, path and body hash tell a repeat from a different request
+ * reusing the key. status NULL: the first request is still being answered.
+ */
+export const IdempotencyRecord = defineEntity({
+  name: 'IdempotencyRecord',
+  tableName: 'idempotency_record',
+  uniques: [{ name: 'idempotency_record_principal_key_unique', properties: ['principal', 'key'] }],
+  properties: {
+    id: p.string().primary(),
+    principal: p.string(),
+    key: p.string(),
+    method: p.string(),
+    path: p.text(),
+    bodyHash: p.string(),
+    status: p.integer().nullable(),
+    response: p.json<unknown>().nullable(),
+    createdAt: createdAt(),
+  },
+});
+export type IdempotencyRecord = InferEntity<typeof IdempotencyRecord>;
+
+export const entities = [Host, Datastore, Template, Network, IpPool, IpAllocation, Vm, Allocation, Operation, Plan, Drift, ApiToken, IdempotencyRecord];

@@ -2,8 +2,10 @@
 import type { MigrationObject } from '@mikro-orm/core';
 import { Migration20261125165435 as M0 } from './Migration20261125165435.js';
 import { Migration20261202052904 as M1 } from './Migration20261202052904.js';
+import { Migration20261202062805_api_tokens as M2 } from './Migration20261202062805_api_tokens.js';
 
 export const postgresMigrations: MigrationObject[] = [
   { name: 'Migration20261125165435', class: M0 },
   { name: 'Migration20261202052904', class: M1 },
+  { name: 'Migration20261202062805_api_tokens', class: M2 },
 ];
