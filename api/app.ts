@@ -1,7 +1,7 @@
 // buildApp(deps): the whole HTTP API as a fastify instance that does NOT listen (tests use
 // app.inject; api/server.ts listens). Every dependency comes in through `deps`: the database,
 // the Temporal client, config, the metrics registry, optionally the simulator.
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyInstance, type RouteOptions } from 'fastify';
 import fastifySwagger from '@fastify/swagger';
 import fastifySwaggerUi from '@fastify/swagger-ui';
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
@@ -40,6 +40,8 @@ export interface ApiDeps {
   env?: NodeJS.ProcessEnv;
   /** role tokens resolved by the caller (default: resolveAdminToken(config) + env) */
   tokens?: RoleTokens;
+  /** called for every route as it is registered (tests enumerate the whole API from it: fuzz, role matrix) */
+  onRoute?: (route: RouteOptions) => void;
 }
 
 export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
@@ -52,6 +54,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
     bodyLimit: 1024 * 1024,
     routerOptions: { ignoreTrailingSlash: true },
   });
+  if (deps.onRoute) app.addHook('onRoute', deps.onRoute);
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   installErrorHandler(app);
