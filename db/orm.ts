@@ -154,7 +154,10 @@ export function ormOptions(target: ResolvedTarget, opts: { debug?: boolean; pool
         afterCreate: (conn: { pragma(sql: string): unknown }, done: (err: Error | null, conn: unknown) => void) => {
           try {
             // WAL: readers never block the writer; busy_timeout: a writer waits for another
-            // process's write transaction instead of failing at once.
+            // process's write transaction instead of failing at once. synchronous=NORMAL in WAL
+            // mode: a process crash loses nothing committed (the WAL is in the OS's hands once
+            // commit returns); power loss may roll back the last commits since the WAL's last
+            // sync, never corrupt the file (the same trade as the dev server, workers/dev-server.ts).
             if (target.location !== ':memory:') conn.pragma('journal_mode = WAL');
             conn.pragma('busy_timeout = 10000');
             conn.pragma('synchronous = NORMAL');

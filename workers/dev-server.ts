@@ -131,6 +131,17 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
   if (opts.dbFile) {
     mkdirSync(dirname(opts.dbFile), { recursive: true });
     args.push('--db-filename', opts.dbFile);
+    // WAL with synchronous=NORMAL (measured here: 55 ms per activity against 72 ms with SQLite's
+    // default rollback journal, notes in issue 13). What each costs:
+    // - a process crash (SIGKILL of `npm start`, an OOM kill): nothing is lost. A committed
+    //   transaction is in the WAL file as soon as commit returns; the OS keeps the file's pages
+    //   even when the process dies, and the next open replays the WAL.
+    // - power loss or an OS crash: the transactions committed since the last WAL sync (at most
+    //   the last checkpoint interval) may be rolled back; the database stays consistent, never
+    //   corrupt. synchronous=FULL would close that window at the price of an fsync per commit.
+    // The embedded default runs on a developer's machine, where a process crash is the common
+    // failure; production runs a Temporal cluster on PostgreSQL (issue 15), not this file.
+    args.push('--sqlite-pragma', 'journal_mode=wal', '--sqlite-pragma', 'synchronous=normal');
   }
   if (opts.headless || !opts.uiPort) args.push('--headless');
   else args.push('--ui-port', String(opts.uiPort));
