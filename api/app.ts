@@ -4,6 +4,7 @@
 import Fastify, { type FastifyInstance, type RouteOptions } from 'fastify';
 import fastifySwagger from '@fastify/swagger';
 import fastifySwaggerUi from '@fastify/swagger-ui';
+import type { DestinationStream } from 'pino';
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
 import type { Client } from '@temporalio/client';
 import type { Registry } from 'prom-client';
@@ -11,8 +12,12 @@ import type { FerryConfig } from '../config/index.js';
 import type { Db } from '../db/orm.js';
 import { controlQueue } from '../workflows/definitions.js';
 import { resolveAdminToken, roleTokensFromEnv, installAuth, type RoleTokens } from './auth.js';
+import { installIdempotency } from './idempotency.js';
+import { installRateLimit, rateLimitFromEnv } from './rate-limit.js';
+import { createTokenStore } from './tokens.js';
 import type { ApiContext, SimulatorFaults } from './context.js';
 import { installErrorHandler } from './errors.js';
+import { installInputGuards } from './input.js';
 import { createFleetMetrics } from './fleet-metrics.js';
 import { runningOperation } from './queries.js';
 import { healthRoutes } from './routes/health.js';
@@ -22,6 +27,7 @@ import { operationRoutes } from './routes/operations.js';
 import { fleetRoutes } from './routes/fleet.js';
 import { ensureConfiguredSchedules, rebalanceRoutes } from './routes/rebalance.js';
 import { driftRoutes } from './routes/drift.js';
+import { tokenRoutes } from './routes/tokens.js';
 import { vmRoutes } from './routes/vms.js';
 
 export interface ApiDeps {
@@ -36,6 +42,8 @@ export interface ApiDeps {
   simulator?: SimulatorFaults;
   /** fastify request logging (default false) */
   logger?: boolean;
+  /** where the request log goes (implies logger; tests capture it) */
+  logStream?: DestinationStream;
   /** where FERRY_API_VIEWER_TOKEN / FERRY_API_OPERATOR_TOKEN are read (default process.env) */
   env?: NodeJS.ProcessEnv;
   /** role tokens resolved by the caller (default: resolveAdminToken(config) + env) */
@@ -49,7 +57,11 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   const namespace = deps.temporal.options?.namespace ?? deps.config.temporalNamespace;
 
   const app = Fastify({
-    logger: deps.logger ?? false,
+    // the request serializer logs no headers; redaction is the second line of defence for tokens
+    logger:
+      deps.logger || deps.logStream
+        ? { redact: { paths: ['req.headers.authorization', 'headers.authorization', 'authorization', 'token'], censor: '[redacted]' }, ...(deps.logStream ? { stream: deps.logStream } : {}) }
+        : false,
     // Bodies are small JSON documents; anything bigger is a mistake (user-data is capped at 64 KiB).
     bodyLimit: 1024 * 1024,
     routerOptions: { ignoreTrailingSlash: true },
@@ -58,7 +70,11 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   installErrorHandler(app);
-  installAuth(app, tokens);
+  installInputGuards(app);
+  const tokenStore = createTokenStore(deps.db);
+  installAuth(app, tokens, tokenStore);
+  await installRateLimit(app, rateLimitFromEnv(deps.env ?? process.env));
+  installIdempotency(app, deps.db);
 
   const ctx: ApiContext = {
     db: deps.db,
@@ -106,5 +122,6 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
     }
   });
   driftRoutes(app, ctx);
+  tokenRoutes(app, tokenStore);
   return app;
 }

@@ -4,6 +4,12 @@
 //   `<dataDir>/api-token` (mode 0600) and reused on later starts (resolveAdminToken).
 // - operator: FERRY_API_OPERATOR_TOKEN (optional), viewer: FERRY_API_VIEWER_TOKEN (optional).
 //   Both are read here (not in config/) because only the API uses them; at least 16 characters.
+// - named tokens (api/tokens.ts): created by admins, stored hashed, revocable, optionally expiring.
+//
+// Every authenticated request carries `req.principal` {id, name, role}: the environment tokens are
+// `bootstrap-admin`, `env-operator`, `env-viewer`; a named token is its name. A revoked or expired
+// named token is a 401 saying so ("token revoked" / "token expired"): only the holder of the secret
+// learns it, so nothing is told about which tokens exist.
 //
 // Routes declare the role they need in `config.role`; the default is viewer for GET/HEAD and
 // operator for everything else. `config.role = 'public'` routes (health, metrics, docs) need none.
@@ -13,6 +19,7 @@ import { join } from 'node:path';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { FerryConfig } from '../config/index.js';
 import { HttpError } from './errors.js';
+import { ENV_PRINCIPALS, type Principal, type TokenStore } from './tokens.js';
 
 export type Role = 'viewer' | 'operator' | 'admin';
 export type RouteRole = Role | 'public';
@@ -109,7 +116,13 @@ declare module 'fastify' {
   }
   interface FastifyRequest {
     role?: Role;
+    principal?: Principal;
   }
+}
+
+/** Who is asking, as recorded on operations: the principal's name (`bootstrap-admin`, a token's name). */
+export function principalOf(req: FastifyRequest): string {
+  return req.principal?.name ?? `${req.role ?? 'unknown'}-token`;
 }
 
 const PUBLIC_PREFIXES = ['/docs', '/openapi.json', '/healthz', '/readyz', '/metrics'];
@@ -122,8 +135,9 @@ function requiredRole(req: FastifyRequest): RouteRole {
   return req.method === 'GET' || req.method === 'HEAD' ? 'viewer' : 'operator';
 }
 
-export function installAuth(app: FastifyInstance, tokens: RoleTokens): void {
+export function installAuth(app: FastifyInstance, tokens: RoleTokens, named?: TokenStore): void {
   app.decorateRequest('role', undefined);
+  app.decorateRequest('principal', undefined);
   app.addHook('onRequest', async (req, reply) => {
     const needed = requiredRole(req);
     if (needed === 'public') return;
@@ -133,14 +147,25 @@ export function installAuth(app: FastifyInstance, tokens: RoleTokens): void {
       reply.header('www-authenticate', 'Bearer realm="ferry"');
       throw new HttpError(401, { error: 'unauthorized', message: 'missing bearer token (Authorization: Bearer <token>)' });
     }
-    const role = roleOf(tokens, m[1]!);
-    if (!role) {
-      reply.header('www-authenticate', 'Bearer realm="ferry", error="invalid_token"');
-      throw new HttpError(401, { error: 'unauthorized', message: 'invalid bearer token' });
+    const principal = await principalFor(tokens, named, m[1]!);
+    if (!principal || 'reason' in principal) {
+      const message = principal?.reason ?? 'invalid bearer token';
+      reply.header('www-authenticate', `Bearer realm="ferry", error="invalid_token", error_description="${message}"`);
+      throw new HttpError(401, { error: 'unauthorized', message });
     }
+    const role = principal.role;
     if (RANK[role] < RANK[needed]) {
       throw new HttpError(403, { error: 'forbidden', message: `this call needs the ${needed} role; the token has ${role}`, role, required: needed });
     }
     req.role = role;
+    req.principal = principal;
   });
+}
+
+async function principalFor(tokens: RoleTokens, named: TokenStore | undefined, presented: string): Promise<Principal | { reason: string } | undefined> {
+  const role = roleOf(tokens, presented);
+  if (role) return { id: ENV_PRINCIPALS[role], name: ENV_PRINCIPALS[role], role };
+  const found = await named?.check(presented);
+  if (!found) return undefined;
+  return found.ok ? found.principal : { reason: found.reason };
 }

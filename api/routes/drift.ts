@@ -2,13 +2,14 @@
 // missing one, fix a state or host), and start a Reconcile now. Resolving writes inventory only
 // (db/repositories/drift.ts) in one transaction with the Drift's resolution and an Operation
 // record (kind drift, subkind = action); the API never touches a hypervisor.
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { Drift, DRIFT_KINDS, DRIFT_STATES } from '../../db/entities.js';
 import { DRIFT_ACTIONS, resolveDrift } from '../../db/repositories/drift.js';
 import type { ReconcileInput } from '../../domain/drift.js';
 import { DEFAULT_CLUSTER, fleetIds } from '../../workflows/definitions.js';
+import { principalOf } from '../auth.js';
 import type { ApiContext } from '../context.js';
 import { notFound } from '../errors.js';
 import { afterKey, decodeCursor, DEFAULT_LIMIT, page, pageQuery } from '../pagination.js';
@@ -33,12 +34,6 @@ const DTO_FIELDS = ['id', 'kind', 'vmId', 'hostId', 'state', 'expected', 'observ
 
 export function driftDto(d: Drift): Record<(typeof DTO_FIELDS)[number], unknown> {
   return Object.fromEntries(DTO_FIELDS.map((k) => [k, d[k] instanceof Date ? d[k].toISOString() : (d[k] ?? null)])) as Record<(typeof DTO_FIELDS)[number], unknown>;
-}
-
-/** Who is asking, as recorded on operations: the token's name when tokens are named, else its role. */
-export function principalOf(req: FastifyRequest): string {
-  const named = (req as FastifyRequest & { principal?: string }).principal;
-  return named ?? `${req.role ?? 'unknown'}-token`;
 }
 
 /** One page of drift, newest first, with the list filters applied. */

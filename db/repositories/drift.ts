@@ -146,6 +146,7 @@ export async function resolveDrift(x: Db | Em, input: ResolveInput): Promise<Res
         state: 'completed',
         sourceHostId: d.hostId,
         details,
+        principal: input.principal,
         startedAt: now,
         endedAt: now,
       });

@@ -27,6 +27,8 @@ export interface NewOperation {
   sourceHostId?: string;
   targetHostId?: string;
   details?: Record<string, unknown>;
+  /** who started it (the API principal's name, `schedule`, …) */
+  principal?: string;
 }
 
 export async function createOperation(x: Db | Em, input: NewOperation): Promise<Operation> {
@@ -74,6 +76,7 @@ export async function createOperation(x: Db | Em, input: NewOperation): Promise<
           sourceHostId: input.sourceHostId ?? null,
           targetHostId: input.targetHostId ?? null,
           details: input.details ?? {},
+          principal: input.principal ?? null,
           error: null,
           endedAt: null,
         });
@@ -157,6 +160,7 @@ export interface OperationFilter extends PageRequest {
   state?: OperationState;
   vmId?: string;
   workflowId?: string;
+  principal?: string;
 }
 
 /** Newest first, keyset-paginated on (startedAt, id). */
@@ -167,6 +171,7 @@ export async function listOperations(x: Db | Em, filter: OperationFilter = {}): 
   if (filter.state) where.state = filter.state;
   if (filter.vmId) where.vmId = filter.vmId;
   if (filter.workflowId) where.workflowId = filter.workflowId;
+  if (filter.principal) where.principal = filter.principal;
   if (filter.cursor) {
     const [ms, id] = decodeCursor(filter.cursor, 2) as [number, string];
     if (typeof ms !== 'number' || typeof id !== 'string') throw new ValidationError('cursor', 'is not a cursor returned by this list');
@@ -185,4 +190,31 @@ export async function findRunningOperation(x: Db | Em, where: { workflowId?: str
   if (where.vmId) filter.vmId = where.vmId;
   if (where.kind) filter.kind = where.kind;
   return emOf(x).findOne(Operation, filter, { orderBy: { startedAt: 'desc', id: 'desc' } });
+}
+
+export interface SteeringEntry {
+  principal: string;
+  /** e.g. cancel, switchover, params, pause, resume */
+  action: string;
+  /** ISO time */
+  at: string;
+  [k: string]: unknown;
+}
+
+/**
+ * Appends to `details.steeredBy` (who cancelled, paused, changed parameters…) under the optimistic
+ * lock, so steering from two API replicas at once keeps both entries. Null if no such operation.
+ */
+export async function appendSteering(x: Db | Em, id: string, entry: SteeringEntry): Promise<Operation | null> {
+  assertNonEmpty('id', id);
+  const base = emOf(x);
+  return retryTransient(async () => {
+    const em = base.fork();
+    const op = await em.findOne(Operation, { id });
+    if (!op) return null;
+    const prior = Array.isArray(op.details.steeredBy) ? (op.details.steeredBy as SteeringEntry[]) : [];
+    op.details = { ...op.details, steeredBy: [...prior, entry] };
+    await em.flush();
+    return op;
+  }, { attempts: 10 });
 }

@@ -98,7 +98,7 @@ describe('drift routes', () => {
   it('forget marks the VM lost and releases its allocation; fix-state takes the observed state', async () => {
     const res = await t.call('POST', '/v1/drift/missing-vm-vm-lost/resolve', { action: 'forget' }, OPERATOR);
     assert.equal(res.statusCode, 200, res.body);
-    assert.deepEqual([res.json().drift.state, res.json().drift.resolution, res.json().drift.resolvedBy], ['resolved', 'forget', 'operator-token']);
+    assert.deepEqual([res.json().drift.state, res.json().drift.resolution, res.json().drift.resolvedBy], ['resolved', 'forget', 'env-operator']);
     const lost = await t.db.em().findOneOrFail(Vm, { id: 'vm-lost' });
     assert.deepEqual([lost.state, lost.error], ['deleted', 'lost: missing on host h1']);
     assert.equal(await t.db.em().count(Allocation, { vmId: 'vm-lost' }), 0);
@@ -118,7 +118,7 @@ describe('drift routes', () => {
     assert.ok(res.json().webUiUrl.includes('tapi-reconcile-default'));
     const start = t.temporal.starts.at(-1)!;
     assert.equal(start.workflowType, 'reconcile');
-    assert.deepEqual(start.args, [{ principal: 'operator-token' }]);
+    assert.deepEqual(start.args, [{ principal: 'env-operator' }]);
     const again = await t.call('POST', '/v1/reconcile', {}, OPERATOR);
     assert.equal(again.statusCode, 409, again.body);
     assert.equal(again.json().workflowId, 'tapi-reconcile-default');
