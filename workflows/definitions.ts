@@ -135,6 +135,8 @@ export interface LiveMigrateInput {
   /** named policy: default | minimal-downtime | converge-or-abort | suspend-if-needed */
   policy?: string;
   overrides?: PolicyOverrides;
+  /** copyDisks: cap of the disk mirror (bytes/s); default uncapped (QEMU throttles zero areas too) */
+  diskMirrorBandwidthBytesPerSec?: number;
 }
 
 export type MigrationState = 'running' | 'completed' | 'failed' | 'cancelled' | 'rolled-back';

@@ -12,6 +12,7 @@ import {
   CancellationScope,
   condition,
   isCancellation,
+  setCurrentDetails,
   setHandler,
   sleep,
   upsertSearchAttributes,
@@ -33,6 +34,8 @@ import { activationProfile, compensationProfile, hostQuickProfile, watchProfile 
 import { Saga } from './lib/saga.js';
 import { diskProgress, mirrorUntilInSync } from './disk-mirror.js';
 import { workflowContext } from './context.js';
+import { migrationDetails } from './lib/current-details.js';
+import { activitySummary } from '../domain/summaries.js';
 import { describeFailure, failureType } from '../domain/failures.js';
 import { PolicyError, resolvePolicy, type ConvergencePolicy } from '../domain/policies.js';
 import { applyOperatorChange, decide, initialControllerState, initialMigrationParams, type ControllerState } from '../domain/convergence.js';
@@ -52,7 +55,10 @@ class Rollback extends Error {
 }
 
 export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationResult> {
-  const { info, ctl, ctlComp, writeAudit, onHost } = workflowContext();
+  // every activity names its stage and host in the Web UI (read when the call is made)
+  const { info, ctl, ctlComp, writeAudit, onHost } = workflowContext((where, type) =>
+    activitySummary(phaseOf(progress), where, type, type === 'watchPrecopy' ? `round ${progress.progress.round}` : undefined),
+  );
   const operationId = info.runId;
   const on = (hostId: string, profile = hostQuickProfile) => onHost(hostId, profile);
 
@@ -146,7 +152,13 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
 
   function decisionLog(action: string, reason: string) {
     progress.decisions.push({ atMs: Date.now() - startedAt, action, reason });
+    publish();
   }
+  /** the Web UI's current details: the progress query's answer as markdown (no command) */
+  function publish() {
+    setCurrentDetails(migrationDetails(progress, Date.now(), startedAt));
+  }
+  publish();
 
   let stageStarted = Date.now();
   async function enterStage(stage: MigrationStage) {
@@ -155,6 +167,7 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
     stageStarted = Date.now();
     progress.stage = stage;
     if (idx >= 0) progress.stageIndex = idx;
+    publish();
     upsertSearchAttributes([{ key: SA.Stage, value: idx >= 0 ? `${idx}-${stage}` : stage }]);
     await writeAudit({ id: operationId, stage, details: { stageTimingsMs: progress.stageTimingsMs } });
   }
@@ -175,13 +188,14 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
       throttlePct: st.throttlePct,
     });
     if (st.disk) progress.disks = diskProgress(st.disk);
+    publish();
   }
 
   upsertSearchAttributes([
     { key: SA.VmId, value: input.vmId },
     { key: SA.MigrationKind, value: 'live' },
   ]);
-  await ctl.beginOperation({ id: operationId, workflowId: info.workflowId, runId: info.runId, kind: 'migration', subkind: 'live', vmId: input.vmId, details: { policy: policy.name, policyKnobs: policy } });
+  await ctl.beginOperation({ id: operationId, workflowId: info.workflowId, runId: info.runId, kind: 'migration', subkind: 'live', vmId: input.vmId, details: { policy: policy.name, policyKnobs: policy }, ...(input.principal ? { principal: input.principal } : {}) });
 
   // compensations retry 3 times on top of their activity's own retry policy, 1 s, 2 s apart
   const saga = new Saga({ maxAttempts: 3, pauseBetweenAttempts: (a) => sleep(a * 1000) });
@@ -247,7 +261,7 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
     const params = initialMigrationParams(policy);
     if (incoming.mirror) {
       // libvirt's order: the disks first, until in sync (writes mirrored from then on), then memory
-      const speed = params.maxBandwidthBytesPerSec ? { speedBytesPerSec: params.maxBandwidthBytesPerSec } : {};
+      const speed = input.diskMirrorBandwidthBytesPerSec ? { speedBytesPerSec: input.diskMirrorBandwidthBytesPerSec } : {};
       await A.startDiskMirror({ vmId: input.vmId, target: { ...incoming.mirror, ...speed } });
       decisionLog('disk-mirror', `mirroring ${ownFiles.length} disk(s) to ${plan.targetHostId} (${incoming.mirror.kind})`);
       await mirrorUntilInSync({
@@ -293,6 +307,7 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
         else if (a.kind === 'switchover') switchoverRequested = `controller: ${a.reason}`;
         else if (a.kind === 'abort') throw new Rollback(`convergence controller aborted: ${a.reason}`);
       }
+      publish();
     }
     checkCancel();
 
@@ -345,6 +360,7 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
     progress.progress.percent = 100;
     progress.downtimeMs = final?.downtimeMs;
     progress.durationMs = Date.now() - startedAt;
+    publish();
     upsertSearchAttributes([{ key: SA.Stage, value: 'done' }]);
     await ctl.finishOperation({
       id: operationId,
@@ -379,11 +395,13 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
     progress.error = reason;
     const failedStage = progress.stage;
     progress.stage = 'rollback';
+    publish();
     upsertSearchAttributes([{ key: SA.Stage, value: 'rollback' }]);
     progress.compensations = await saga.compensate((fn) => CancellationScope.nonCancellable(fn));
     const state = cancelled ? 'cancelled' : refused ? 'failed' : 'rolled-back';
     progress.state = state;
     progress.durationMs = Date.now() - startedAt;
+    publish();
     upsertSearchAttributes([{ key: SA.Stage, value: state }]);
     await CancellationScope.nonCancellable(() =>
       ctlComp.finishOperation({
@@ -409,4 +427,10 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
       details: [{ state, failedStage, compensations: progress.compensations }],
     });
   }
+}
+
+/** `stage 2 pre-copy`, `queued`, `rollback`: what an activity belongs to, for its summary */
+function phaseOf(p: MigrationProgress): string {
+  if (p.stage === 'rollback' || p.stage === 'queued' || p.stage === 'done') return p.stage;
+  return `stage ${p.stageIndex} ${p.stage}`;
 }

@@ -191,7 +191,10 @@ export function createBlockJobs({ cfg, store, sessions }: VmDeps) {
   function statsOf(rec: MirrorRecord | undefined, jobs: Map<string, QueryJob>, block: Map<string, QueryBlockJob>): DiskMirrorStats {
     const out: DiskMirrorStats = { status: 'none', copiedBytes: 0, totalBytes: 0, dirtyBytes: 0, inSync: false };
     if (!rec) return out;
-    if (rec.finished || rec.pivoted) return { ...out, status: 'completed', inSync: true, ...(rec.pivotMs !== undefined ? { pivotMs: rec.pivotMs } : {}) };
+    if (rec.finished || rec.pivoted) {
+      const total = rec.totalBytes ?? 0;
+      return { ...out, status: 'completed', inSync: true, copiedBytes: total, totalBytes: total, ...(rec.pivotMs !== undefined ? { pivotMs: rec.pivotMs } : {}) };
+    }
     let ready = true;
     const errors: string[] = [];
     for (const j of rec.jobs) {
@@ -254,7 +257,7 @@ export function createBlockJobs({ cfg, store, sessions }: VmDeps) {
       const errors = await waitConcluded(vmId, rec, 'complete');
       if (errors.length) throw new DriverError(`vm "${vmId}": disk mirror failed at switchover: ${errors.join('; ')}`, 'HYPERVISOR', true);
       for (const j of rec.jobs) await tolerate(qmp(vmId, 'blockdev-del', { 'node-name': j.node }));
-      await store.updateRuntime(vmId, { mirror: { ...rec, finished: true } });
+      await store.updateRuntime(vmId, { mirror: { ...rec, finished: true, totalBytes: st.totalBytes } });
     });
   }
 
@@ -280,7 +283,7 @@ export function createBlockJobs({ cfg, store, sessions }: VmDeps) {
         }
         const moved = new Map(rec.jobs.map((j) => [j.sourcePath!, j.targetPath!]));
         await store.writeSpec(vmId, { ...spec, disks: spec.disks.map((d) => moved.get(d) ?? d), ...(rec.seed ? { seedPath: rec.seed.targetPath } : {}) });
-        await store.updateRuntime(vmId, { mirror: { ...rec, pivoted: true, pivotMs } });
+        await store.updateRuntime(vmId, { mirror: { ...rec, pivoted: true, pivotMs, totalBytes: st.totalBytes } });
       }
       // the old files: nothing opens them any more (the seed's old inode stays readable to QEMU)
       for (const j of rec.jobs) await fs.rm(j.sourcePath!, { force: true });

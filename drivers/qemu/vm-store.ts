@@ -72,6 +72,8 @@ export interface MirrorRecord {
   /** datastore: the VM runs on the copies now */
   pivoted?: boolean;
   pivotMs?: number;
+  /** bytes the mirror covered, kept for progress once the jobs are gone */
+  totalBytes?: number;
 }
 
 export type VmStore = ReturnType<typeof createVmStore>;

@@ -51,6 +51,11 @@ export interface QemuFerryOptions {
   basePort?: number;
   /** how often host activities poll QEMU (default 20 ms) */
   pollMs?: number;
+  /**
+   * shared (default): one datastore every host reaches; local: only a datastore of its own per
+   * host (`qlocal-<hostId>`, live migration must copy the disks); shared+local: both
+   */
+  storage?: 'shared' | 'local' | 'shared+local';
 }
 
 export interface QemuFerry {
@@ -61,8 +66,10 @@ export interface QemuFerry {
   root: string;
   databaseUrl: string;
   hosts: QemuHost[];
-  /** the shared datastore (same id and path on every host) */
+  /** the shared datastore (same id and path on every host; unused with storage local) */
   datastore: QemuDatastoreConfig;
+  /** the datastores a host reaches */
+  datastoresOf(hostId: string): QemuDatastoreConfig[];
   guest: GuestImages;
   templateId: string;
   networkId: string;
@@ -89,12 +96,13 @@ export interface QemuFerry {
 }
 
 /** The cluster spec for qemu hosts as the drivers report them. */
-export function qemuClusterSpec(hosts: Array<{ id: string; cpuModel: string; cpuFeatures: string[]; cpus: number; memoryMiB: number }>, opts: { datastoreId: string; templateId: string; imagePath: string; networkId: string; networkName: string }): ClusterSpec {
+export function qemuClusterSpec(hosts: Array<{ id: string; cpuModel: string; cpuFeatures: string[]; cpus: number; memoryMiB: number }>, opts: { datastoreId: string; templateId: string; imagePath: string; networkId: string; networkName: string; datastores?: Array<{ id: string; shared: boolean; hostIds: string[] }> }): ClusterSpec {
   const ids = hosts.map((h) => h.id);
+  const datastores = opts.datastores ?? [{ id: opts.datastoreId, shared: true, hostIds: ids }];
   return {
     hosts: hosts.map((h) => ({ ...h, driver: 'qemu' as const, migrationAddress: '127.0.0.1' })),
-    datastores: [{ id: opts.datastoreId, shared: true, capacityGiB: 100, throughputMiBps: 500, hostIds: ids }],
-    templates: [{ id: opts.templateId, name: opts.templateId, os: 'ferry-test-guest', datastoreIds: [opts.datastoreId], diskGiB: 1, minMemoryMiB: 64, imagePath: opts.imagePath }],
+    datastores: datastores.map((d) => ({ ...d, capacityGiB: 100, throughputMiBps: 500 })),
+    templates: [{ id: opts.templateId, name: opts.templateId, os: 'ferry-test-guest', datastoreIds: datastores.map((d) => d.id), diskGiB: 1, minMemoryMiB: 64, imagePath: opts.imagePath }],
     networks: [{ id: opts.networkId, name: opts.networkName, cidr: '10.9.0.0/24', gateway: '10.9.0.1', dns: ['10.9.0.2'], rangeStart: '10.9.0.10', rangeEnd: '10.9.0.200', hostIds: ids }],
   };
 }
@@ -114,13 +122,17 @@ export async function startQemuFerry(opts: QemuFerryOptions = {}): Promise<QemuF
     agent: processAgents.has(id) ? 'process' : 'in-process',
   }));
   const datastore: QemuDatastoreConfig = { id: 'qshared', path: path.join(root, 'shared'), shared: true };
+  const storage = opts.storage ?? 'shared';
+  const localOf = (id: string): QemuDatastoreConfig => ({ id: `qlocal-${id}`, path: path.join(root, `${id}-ds`), shared: false });
+  const datastoresOf = (id: string): QemuDatastoreConfig[] => [...(storage === 'local' ? [] : [datastore]), ...(storage === 'shared' ? [] : [localOf(id)])];
+  const allDatastores = [...(storage === 'local' ? [] : [{ ...datastore, hostIds: hostIds }]), ...(storage === 'shared' ? [] : hostIds.map((id) => ({ ...localOf(id), hostIds: [id] })))];
   const networkName = 'qnet';
   const guest = await buildGuest(opts.guest ?? { kind: 'dirty', dirtyBytes: 16 * MiB });
   const databaseUrl = path.join(root, 'ferry.sqlite');
   const db = await createDb({ databaseUrl, dataDir: root });
   await migrateUp(db);
 
-  const driverOptions = (h: QemuHost) => ({ hostId: h.id, stateDir: h.stateDir, datastores: [datastore], networks: [networkName], portRange: h.portRange, cpus: 4, memoryBytes: 4096 * MiB });
+  const driverOptions = (h: QemuHost) => ({ hostId: h.id, stateDir: h.stateDir, datastores: datastoresOf(h.id), networks: [networkName], portRange: h.portRange, cpus: 4, memoryBytes: 4096 * MiB });
   const drivers = new Map<string, QemuDriver>();
   for (const h of hosts) if (h.agent === 'in-process') drivers.set(h.id, createQemuDriver(driverOptions(h)));
   // the inventory holds what the driver reports (CPU model and features in particular)
@@ -133,7 +145,7 @@ export async function startQemuFerry(opts: QemuFerryOptions = {}): Promise<QemuF
   }
   const templateId = 'tpl-qguest';
   const networkId = 'net-q';
-  const cluster = qemuClusterSpec(infos, { datastoreId: datastore.id, templateId, imagePath: guest.qcow2, networkId, networkName });
+  const cluster = qemuClusterSpec(infos, { datastoreId: datastore.id, templateId, imagePath: guest.qcow2, networkId, networkName, datastores: allDatastores.map((d) => ({ id: d.id, shared: d.shared, hostIds: d.hostIds })) });
   await seedCluster(db, undefined, cluster);
 
   const clientConn = await Connection.connect({ address });
@@ -163,6 +175,7 @@ export async function startQemuFerry(opts: QemuFerryOptions = {}): Promise<QemuF
     databaseUrl,
     hosts,
     datastore,
+    datastoresOf,
     guest,
     templateId,
     networkId,
@@ -193,7 +206,7 @@ export async function startQemuFerry(opts: QemuFerryOptions = {}): Promise<QemuF
         env: {
           FERRY_HOST_ID: h.id,
           FERRY_QEMU_STATE_DIR: h.stateDir,
-          FERRY_QEMU_DATASTORES: JSON.stringify([datastore]),
+          FERRY_QEMU_DATASTORES: JSON.stringify(datastoresOf(h.id)),
           FERRY_QEMU_NETWORKS: networkName,
           FERRY_QEMU_PORT_RANGE: `${h.portRange[0]}-${h.portRange[1]}`,
           FERRY_QEMU_CPUS: '4',
@@ -263,8 +276,10 @@ export async function startQemuFerry(opts: QemuFerryOptions = {}): Promise<QemuF
         }
         await fs.rm(path.join(h.stateDir, 'vms', vmId), { recursive: true, force: true });
       }
-      for (const f of await fs.readdir(datastore.path).catch(() => [] as string[])) {
-        if (f.startsWith(`${vmId}-`) || f.startsWith(`.${vmId}-`)) await fs.rm(path.join(datastore.path, f), { force: true });
+      for (const ds of allDatastores) {
+        for (const f of await fs.readdir(ds.path).catch(() => [] as string[])) {
+          if (f.startsWith(`${vmId}-`) || f.startsWith(`.${vmId}-`)) await fs.rm(path.join(ds.path, f), { force: true });
+        }
       }
     },
     async close() {
