@@ -42,8 +42,10 @@ export interface ColdCopyRequest {
   flatten: boolean;
   /** copy bandwidth cap (bytes/s); 0 or absent = as fast as the datastores go */
   maxBandwidthBytesPerSec?: number;
-  /** where an earlier attempt stood (the activity's last heartbeat) */
+  /** where an earlier attempt stood (the activity's last heartbeat, or the previous window) */
   resumeFrom?: ColdCopyCheckpoint;
+  /** return (incomplete, with the checkpoint) at the first checkpoint after this many ms: the workflow copies in windows */
+  budgetMs?: number;
 }
 
 export interface ColdCopyProgress {
@@ -71,6 +73,12 @@ export interface ColdCopiedFile {
 }
 
 export interface ColdCopyResult {
+  /** false: the budget ran out; continue from `checkpoint` */
+  complete: boolean;
+  checkpoint: ColdCopyCheckpoint;
+  /** the last progress report */
+  progress?: ColdCopyProgress;
+  /** complete only: every file, with the sha256 read back from the target */
   files: ColdCopiedFile[];
   /** the definition for the target, paths rewritten */
   spec: VmSpec;
@@ -100,4 +108,10 @@ export function coldCopyMismatches(manifest: VmHomeFile[], copied: ColdCopiedFil
 /** The basename of a file path or sim:// path. */
 export function baseName(p: string): string {
   return p.slice(p.lastIndexOf('/') + 1);
+}
+
+/** Bytes a file's copy writes: a flattened linked clone becomes as large as its virtual size. */
+export function copySizeOf(f: VmHomeFile, flatten: boolean): number {
+  if (f.kind === 'config') return 0;
+  return flatten && f.backingPath !== undefined ? (f.virtualSizeBytes ?? f.sizeBytes) : f.sizeBytes;
 }

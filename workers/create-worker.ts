@@ -8,6 +8,8 @@ import { createHostActivities } from '../activities/host.js';
 import { createControlActivities, type ControlActivityDeps } from '../activities/control.js';
 import { createFleetActivities, type FleetPredictionConfig } from '../activities/fleet.js';
 import { createDriftActivities } from '../activities/drift.js';
+import { createColdHostActivities } from '../activities/cold.js';
+import { createColdControlActivities } from '../activities/cold-control.js';
 import { controlQueue, hostQueue } from '../workflows/definitions.js';
 
 export const WORKFLOWS_PATH = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
@@ -50,7 +52,7 @@ export async function createControlWorker(opts: WorkerBase & { deps: ControlWork
     namespace: opts.namespace,
     taskQueue: controlQueue(opts.prefix),
     workflowBundle: await workflowBundle(),
-    activities: { ...createControlActivities(opts.deps), ...createFleetActivities({ db: opts.deps.db, prediction: opts.deps.prediction }), ...createDriftActivities({ db: opts.deps.db }) },
+    activities: { ...createControlActivities(opts.deps), ...createFleetActivities({ db: opts.deps.db, prediction: opts.deps.prediction }), ...createDriftActivities({ db: opts.deps.db }), ...createColdControlActivities(opts.deps) },
     // many short DB activities and workflow tasks; 2 cores
     maxConcurrentActivityTaskExecutions: 50,
     // after a SIGKILL the server keeps sending a workflow's next task to the dead worker's sticky
@@ -65,7 +67,7 @@ export async function createHostAgent(opts: WorkerBase & { driver: HypervisorDri
     connection: opts.connection,
     namespace: opts.namespace,
     taskQueue: hostQueue(opts.driver.hostId, opts.prefix),
-    activities: createHostActivities({ driver: opts.driver, pollMs: opts.pollMs }),
+    activities: { ...createHostActivities({ driver: opts.driver, pollMs: opts.pollMs }), ...createColdHostActivities({ driver: opts.driver }) },
     maxConcurrentActivityTaskExecutions: 40,
     // heartbeats carry cancellation: send them at least every second so a cancelled disk copy
     // or pre-copy watch stops promptly (the default throttle is 80% of the heartbeat timeout)

@@ -227,6 +227,70 @@ export const switchoverUpdate = defineUpdate<MigrationProgress>('switchover');
 export const setMigrationParamsUpdate = defineUpdate<MigrationProgress, [SetMigrationParamsInput]>('setParams');
 /** cancel = roll back (only before commitment); also reachable by cancelling the workflow */
 export const cancelMigrationSignal = defineSignal<[{ reason?: string }]>('cancel');
+// ---------------------------------------------------------------- cold migration
+export const COLD_STAGES = ['pre-migration', 'reservation', 'stop', 'copy', 'verify', 'register', 'commitment', 'cleanup', 'start'] as const;
+export type ColdStage = (typeof COLD_STAGES)[number] | 'queued' | 'rollback' | 'done';
+
+export interface ColdMigrateInput {
+  vmId: string;
+  targetHostId?: string;
+  /** a datastore of the target (default: the VM's own when the target reaches it, else the target's roomiest) */
+  targetDatastoreId?: string;
+  /** power off after the graceful timeout (default false: a guest that ignores ACPI fails the migration) */
+  force?: boolean;
+  /** start on the target if it ran before (default true) */
+  start?: boolean;
+  /** true: flatten linked clones; false: keep the chain (refused if the base is not on the target); default: keep when possible */
+  flatten?: boolean;
+  /** graceful shutdown timeout (default 60 s) */
+  shutdownTimeoutMs?: number;
+  /** copy bandwidth cap (bytes/s) */
+  maxBandwidthBytesPerSec?: number;
+}
+
+/** The `progress` query of a cold migration: the live shape's common fields plus the copy's. */
+export interface ColdMigrationProgress {
+  migrationId: string;
+  vmId: string;
+  kind: 'cold';
+  state: MigrationState;
+  stage: ColdStage;
+  stageIndex: number;
+  sourceHostId: string;
+  targetHostId?: string;
+  targetDatastoreId?: string;
+  policy: 'cold';
+  awaitingApproval: false;
+  wasRunning?: boolean;
+  backingDecision?: string;
+  progress: {
+    transferredBytes: number;
+    totalBytes: number;
+    remainingBytes: number;
+    transferRateBytesPerSec: number;
+    percent: number;
+    etaSeconds?: number;
+    file?: string;
+    filesDone: number;
+    filesTotal: number;
+    /** bytes found already copied when the last attempt started (a resumed copy) */
+    resumedFromBytes: number;
+    attempts: number;
+    perFile: Array<{ path: string; doneBytes: number; totalBytes: number }>;
+  };
+  /** every file with its sha256 on both sides, once verified */
+  files?: Array<{ kind: string; source: string; target: string; sizeBytes: number; sourceSha256: string; targetSha256: string; flattened: boolean }>;
+  decisions: Array<{ atMs: number; action: string; reason: string }>;
+  stageTimingsMs: Record<string, number>;
+  /** guest off: from stop to start on the target */
+  downtimeMs?: number;
+  durationMs?: number;
+  compensations: CompensationRecord[];
+  error?: string;
+}
+
+export const coldProgressQuery = defineQuery<ColdMigrationProgress>('progress');
+
 
 // ---------------------------------------------------------------- fleet operations
 /** Business keys of the fleet operations besides `workflowIds.evacuate`. */

@@ -5,3 +5,4 @@ export { vmLifecycle, createTemplateFromVm } from './lifecycle.js';
 export { evacuateHost } from './evacuate-host.js';
 export { reconcile } from './reconcile.js';
 export { rebalance } from './rebalance.js';
+export { coldMigrate } from './cold-migrate.js';

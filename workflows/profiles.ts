@@ -70,3 +70,16 @@ export const compensationProfile: ActivityOptions = {
   startToCloseTimeout: '2 minutes',
   retry: { initialInterval: '500 ms', backoffCoefficient: 2, maximumInterval: '10 seconds', maximumAttempts: 8, nonRetryableErrorTypes: ['InvalidArgument'] },
 };
+
+/**
+ * One window (a few seconds) of a cold copy on the target's agent. The 10 s heartbeat timeout
+ * notices a SIGKILLed agent; the retry, on the restarted agent, resumes from the checkpoint in
+ * its last heartbeat. Cancellation waits until the copy stopped writing, so the saga's discard
+ * never races a copy still running.
+ */
+export const coldCopyProfile: ActivityOptions = {
+  startToCloseTimeout: '10 minutes',
+  heartbeatTimeout: '10 seconds',
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+  retry: { initialInterval: '500 ms', backoffCoefficient: 2, maximumInterval: '10 seconds', maximumAttempts: 10, nonRetryableErrorTypes },
+};

@@ -334,6 +334,8 @@ export interface CommitMigrationInput {
   targetHostId: string;
   /** The target reservation made in stage 1; default: the operation's reservation for this VM on the target. */
   reservationId?: string;
+  /** The VM's files moved too (cold migration): its disk and seed paths on the target, in the same transaction. */
+  home?: { diskPaths: string[]; seedPath?: string | null };
 }
 
 /** What the operation's details hold under `commit` once the commit happened. */
@@ -401,6 +403,10 @@ export async function commitMigration(x: Db | Em, input: CommitMigrationInput): 
       for (const a of old) tx.remove(a);
       vm.hostId = input.targetHostId;
       if (res.datastoreId) vm.datastoreId = res.datastoreId;
+      if (input.home) {
+        vm.diskPaths = input.home.diskPaths;
+        vm.seedPath = input.home.seedPath ?? null;
+      }
       // the rebalance cool-down counts from the commit (the guest's home changed here)
       vm.lastMigratedAt = new Date();
       const record: CommitRecord = {

@@ -17,6 +17,7 @@ import path from 'node:path';
 import {
   DriverError,
   baseName,
+  copySizeOf,
   type ColdCopiedFile,
   type ColdCopyOptions,
   type ColdCopyProgress,
@@ -36,6 +37,9 @@ const CHUNK = 1024 * 1024;
 const CHECKPOINT_BYTES = 8 * CHUNK;
 const CHECKPOINT_MS = 500;
 const NVRAM = 'nvram.fd';
+
+/** the window's budget ran out at a checkpoint: the copy returns incomplete and goes on next window */
+class OutOfBudget extends Error {}
 
 export async function sha256File(file: string): Promise<string> {
   const h = createHash('sha256');
@@ -95,7 +99,7 @@ export function createColdCopy(cfg: HostConfig, store: VmStore, status: (vmId: s
     await fs.mkdir(store.vmPaths(req.vmId).dir, { recursive: true });
     const started = Date.now();
     const data = req.files.filter((f) => f.kind !== 'config');
-    const totalBytes = data.reduce((s, f) => s + f.sizeBytes, 0);
+    const totalBytes = data.reduce((s, f) => s + copySizeOf(f, req.flatten), 0);
     const ckpt: ColdCopyProgress['checkpoint'] = { files: {} };
     const perFile = new Map(data.map((f) => [f.path, 0]));
     let resumedFromBytes = 0;
@@ -105,9 +109,12 @@ export function createColdCopy(cfg: HostConfig, store: VmStore, status: (vmId: s
     let windowBytes = 0;
     let rate = 0;
 
+    let last: ColdCopyProgress | undefined;
+    const overBudget = () => req.budgetMs !== undefined && Date.now() - started >= req.budgetMs;
     const report = (file: string) => {
       const doneBytes = [...perFile.values()].reduce((s, n) => s + n, 0);
-      opts.onProgress?.({ file, doneBytes, totalBytes, filesDone, filesTotal: data.length, throughputBytesPerSec: rate, resumedFromBytes, perFile: data.map((f) => ({ path: f.path, doneBytes: perFile.get(f.path)!, totalBytes: f.sizeBytes })), checkpoint: structuredClone(ckpt) });
+      last = { file, doneBytes, totalBytes, filesDone, filesTotal: data.length, throughputBytesPerSec: rate, resumedFromBytes, perFile: data.map((f) => ({ path: f.path, doneBytes: perFile.get(f.path)!, totalBytes: copySizeOf(f, req.flatten) })), checkpoint: structuredClone(ckpt) };
+      opts.onProgress?.(last);
     };
     const account = (n: number) => {
       written += n;
@@ -156,6 +163,7 @@ export function createColdCopy(cfg: HostConfig, store: VmStore, status: (vmId: s
             sinceSync = 0;
             lastSync = Date.now();
             report(f.path);
+            if (overBudget()) throw new OutOfBudget();
           }
           await throttle();
         }
@@ -173,9 +181,9 @@ export function createColdCopy(cfg: HostConfig, store: VmStore, status: (vmId: s
       await fs.rm(partial, { force: true }); // convert cannot resume: start over
       await imgConvert(cfg.qemuImgBinary, { src: f.path, srcFormat: f.format, dst: partial, dstFormat: 'qcow2' }, {
         signal: opts.signal,
-        totalBytes: f.sizeBytes,
+        totalBytes: copySizeOf(f, true),
         onProgress: (p) => {
-          perFile.set(f.path, Math.floor((p.fraction ?? 0) * f.sizeBytes));
+          perFile.set(f.path, Math.floor((p.fraction ?? 0) * copySizeOf(f, true)));
           report(f.path);
         },
       });
@@ -184,7 +192,11 @@ export function createColdCopy(cfg: HostConfig, store: VmStore, status: (vmId: s
 
     const copied: ColdCopiedFile[] = [];
     const rename = new Map<string, string>();
+    const incomplete = (): ColdCopyResult => ({ complete: false, checkpoint: structuredClone(ckpt), ...(last ? { progress: last } : {}), files: [], spec: req.spec, totalBytes, copiedBytes: written, resumedFromBytes, durationMs: Date.now() - started });
+    // files completed in earlier windows or attempts count as done from the start
+    for (const [p, c] of Object.entries(req.resumeFrom?.files ?? {})) if (c.complete && perFile.has(p)) ckpt.files[p] = c;
     for (const f of data) {
+      if (overBudget()) return incomplete();
       const target = targetOf(req, f);
       rename.set(f.path, target);
       if (path.resolve(target) === path.resolve(f.path)) throw new DriverError(`target ${target} is the source file itself`, 'INVALID_ARGUMENT', true);
@@ -193,21 +205,29 @@ export function createColdCopy(cfg: HostConfig, store: VmStore, status: (vmId: s
       const finalSize = await size(target);
       // complete before the crash: renamed into place after its last fsync
       const already = finalSize !== undefined && (prior?.complete || !flatten) && (flatten || finalSize === f.sizeBytes);
-      if (already) resumedFromBytes += f.sizeBytes;
-      else if (flatten) await flattenDisk(f, target);
-      else await copyBytes(f, target);
-      perFile.set(f.path, f.sizeBytes);
-      ckpt.files[f.path] = { doneBytes: f.sizeBytes, complete: true };
+      try {
+        if (already) resumedFromBytes += f.sizeBytes;
+        else if (flatten) await flattenDisk(f, target);
+        else await copyBytes(f, target);
+      } catch (err) {
+        if (err instanceof OutOfBudget) return incomplete();
+        throw err;
+      }
+      perFile.set(f.path, copySizeOf(f, flatten));
+      ckpt.files[f.path] = { doneBytes: copySizeOf(f, flatten), complete: true };
       filesDone++;
       report(f.path);
-      const sizeBytes = (await size(target))!;
-      const entry: ColdCopiedFile = { kind: f.kind, source: f.path, target, sizeBytes, sha256: await sha256File(target), flattened: flatten };
-      if (flatten) entry.contentVerified = await identical(f.path, target);
-      copied.push(entry);
+      copied.push({ kind: f.kind, source: f.path, target, sizeBytes: 0, sha256: '', flattened: flatten });
+    }
+    // verification reads every copy back from the target's disk (not from what was written)
+    for (const c of copied) {
+      c.sizeBytes = (await size(c.target))!;
+      c.sha256 = await sha256File(c.target);
+      if (c.flattened) c.contentVerified = await identical(c.source, c.target);
     }
     const spec: VmSpec = { ...req.spec, disks: req.spec.disks.map((d) => rename.get(d) ?? d) };
     if (req.spec.seedPath) spec.seedPath = rename.get(req.spec.seedPath) ?? req.spec.seedPath;
-    return { files: copied, spec, totalBytes, copiedBytes: written, resumedFromBytes, durationMs: Date.now() - started };
+    return { complete: true, checkpoint: structuredClone(ckpt), ...(last ? { progress: last } : {}), files: copied, spec, totalBytes, copiedBytes: written, resumedFromBytes, durationMs: Date.now() - started };
   }
 
   async function identical(a: string, b: string): Promise<boolean> {

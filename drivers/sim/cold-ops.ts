@@ -9,8 +9,8 @@
 // sizes, backing file). A copy inherits its source's identity, so an exact copy has the same sha256;
 // a flattened copy has a new layout and records the content digest it was made from.
 import { createHash } from 'node:crypto';
-import type { ColdCopyOptions, ColdCopyRequest, ColdCopyResult, ColdCopiedFile, VmHomeFile, VmHomeManifest, VmSpec } from '../hypervisor.js';
-import { DriverError, baseName } from '../hypervisor.js';
+import type { ColdCopyOptions, ColdCopyProgress, ColdCopyRequest, ColdCopyResult, ColdCopiedFile, VmHomeFile, VmHomeManifest, VmSpec } from '../hypervisor.js';
+import { DriverError, baseName, copySizeOf } from '../hypervisor.js';
 import { diskDone, diskPath } from './disks.js';
 import type { SimHost } from './host.js';
 import { attached, datastoreRow, diskRow, freeBytes, hostsOf, linkBandwidth } from './lookups.js';
@@ -108,10 +108,13 @@ export async function receiveVmHome(h: SimHost, req: ColdCopyRequest, opts: Cold
   if (!attached(h.store, ds.id, h.hostId)) throw invalid(`targetDatastoreId: datastore ${ds.id} is not attached to host ${h.hostId}`);
   const startedWall = Date.now();
   const data = req.files.filter((f) => f.kind !== 'config');
-  const resumedFromBytes = data.reduce((s, f) => s + Math.min(req.resumeFrom?.files[f.path]?.doneBytes ?? 0, f.sizeBytes), 0);
+  const resumedFromBytes = data.reduce((s, f) => s + Math.min(req.resumeFrom?.files[f.path]?.doneBytes ?? 0, copySizeOf(f, req.flatten)), 0);
   const rename = new Map<string, string>();
   const copied: ColdCopiedFile[] = [];
   let done = 0;
+  let last: ColdCopyProgress | undefined;
+  const totalBytes = data.reduce((s, f) => s + copySizeOf(f, req.flatten), 0);
+  const incomplete = (): ColdCopyResult => ({ complete: false, checkpoint: last?.checkpoint ?? { files: {} }, ...(last ? { progress: last } : {}), files: [], spec: req.spec, totalBytes, copiedBytes: 0, resumedFromBytes, durationMs: Date.now() - startedWall });
   for (const f of data) {
     const src = diskRow(h.store, f.path);
     const srcHost = src ? hostsOf(h.store, src.datastore_id).find((p) => p !== h.hostId && !attached(h.store, src.datastore_id, h.hostId)) : undefined;
@@ -122,18 +125,20 @@ export async function receiveVmHome(h: SimHost, req: ColdCopyRequest, opts: Cold
       if (!row) throw new DriverError(`copy ${target} vanished (discarded by a compensation)`, 'HYPERVISOR');
       const nowV = h.sim.virtualNow();
       const fileDone = Math.floor(diskDone(row, nowV));
-      const report = (complete: boolean) =>
-        opts.onProgress?.({
+      const report = (complete: boolean) => {
+        last = {
           file: f.path,
           doneBytes: done + fileDone,
-          totalBytes: data.reduce((s, x) => s + x.sizeBytes, 0),
+          totalBytes,
           filesDone: copied.length,
           filesTotal: data.length,
           throughputBytesPerSec: row.rate,
           resumedFromBytes,
-          perFile: data.map((x) => ({ path: x.path, doneBytes: x === f ? fileDone : copied.some((c) => c.source === x.path) ? x.sizeBytes : 0, totalBytes: x.sizeBytes })),
+          perFile: data.map((x) => ({ path: x.path, doneBytes: x === f ? fileDone : copied.some((c) => c.source === x.path) ? copySizeOf(x, req.flatten) : 0, totalBytes: copySizeOf(x, req.flatten) })),
           checkpoint: { files: Object.fromEntries([...copied.map((c) => [c.source, { doneBytes: c.sizeBytes, complete: true }]), [f.path, { doneBytes: fileDone, complete }]]) },
-        });
+        };
+        opts.onProgress?.(last);
+      };
       if (nowV >= row.end_v) {
         report(true);
         done += row.actual_size_bytes;
@@ -146,13 +151,13 @@ export async function receiveVmHome(h: SimHost, req: ColdCopyRequest, opts: Cold
         throw err;
       }
       report(false);
+      if (req.budgetMs !== undefined && Date.now() - startedWall >= req.budgetMs) return incomplete();
       await h.sim.sleep(Math.max(0.01, Math.min(h.sim.pollMs, h.sim.wallFor(row.end_v - nowV))));
     }
   }
   const spec: VmSpec = { ...req.spec, disks: req.spec.disks.map((d) => rename.get(d) ?? d) };
   if (req.spec.seedPath) spec.seedPath = rename.get(req.spec.seedPath) ?? req.spec.seedPath;
-  const totalBytes = data.reduce((s, f) => s + f.sizeBytes, 0);
-  return { files: copied, spec, totalBytes, copiedBytes: Math.max(0, done - resumedFromBytes), resumedFromBytes, durationMs: Date.now() - startedWall };
+  return { complete: true, checkpoint: last?.checkpoint ?? { files: {} }, ...(last ? { progress: last } : {}), files: copied, spec, totalBytes, copiedBytes: Math.max(0, done - resumedFromBytes), resumedFromBytes, durationMs: Date.now() - startedWall };
 }
 
 export function discardVmHome(h: SimHost, req: Pick<ColdCopyRequest, 'vmId' | 'files' | 'targetDatastoreId'>): void {

@@ -1,0 +1,155 @@
+// Control-worker activities of ColdMigrate: the pre-checks (capacity and target datastore space;
+// no CPU or shared-storage check: the guest is powered off), the target reservation (with the
+// disk space on the target datastore when the files move), the commit (commitMigration's ONE
+// transaction, which here also moves the disk and seed paths) and the VM's state afterwards.
+import type { Db } from '../db/orm.js';
+import { Network, Template, Vm } from '../db/entities.js';
+import * as capacity from '../db/repositories/capacity.js';
+import type { VmSpec } from '../domain/hypervisor.js';
+import { placeVm, type RejectedHost } from '../domain/placement.js';
+import { hostCandidates } from './queries.js';
+import type { FaultHook } from './control.js';
+import { ErrorType, failure, withFailureMapping } from './errors.js';
+
+const MiB = 1024 ** 2;
+
+export interface ColdPlan {
+  sourceHostId: string;
+  targetHostId: string;
+  /** where the files go; equal to the VM's datastore when the target reaches it (nothing copied) */
+  targetDatastoreId: string;
+  copyFiles: boolean;
+  flatten: boolean;
+  /** why the disks are flattened or keep their backing chain */
+  backingDecision: string;
+  wasRunning: boolean;
+  diskGiB: number;
+  spec: VmSpec;
+  rejected: RejectedHost[];
+}
+
+const refuse = (field: string, message: string) => failure(ErrorType.Refused, message, { field });
+
+export function createColdControlActivities(deps: { db: Db; faults?: FaultHook }) {
+  const { db } = deps;
+
+  const acts = {
+    async planColdMigration(input: { vmId: string; operationId: string; targetHostId?: string; targetDatastoreId?: string; flatten?: boolean }): Promise<ColdPlan> {
+      const em = db.em();
+      const vm = await em.findOne(Vm, { id: input.vmId });
+      if (!vm || vm.state === 'deleted') throw failure(ErrorType.NotFound, `VM ${input.vmId} does not exist`);
+      if (!['running', 'stopped', 'migrating'].includes(vm.state)) throw refuse('state', `VM ${vm.name} is ${vm.state}; a cold migration needs it running or stopped`);
+      if (!vm.hostId) throw refuse('hostId', `VM ${vm.name} has no host`);
+      const own = await capacity.findReservation(db, input.operationId);
+      const hosts = (await hostCandidates(db)).map((h) => (own && h.id === own.hostId ? { ...h, usedCpus: h.usedCpus - own.cpus, usedMemoryMiB: h.usedMemoryMiB - own.memoryMiB } : h));
+      const source = hosts.find((h) => h.id === vm.hostId);
+      if (!source) throw failure(ErrorType.NotFound, `source host ${vm.hostId} of ${vm.name} does not exist`);
+      if (input.targetHostId === source.id) throw refuse('targetHostId', `VM ${vm.name} already lives on ${source.id}`);
+      const net = vm.networkId ? await em.findOne(Network, { id: vm.networkId }) : null;
+      const reaches = (hostId: string, dsId: string | null | undefined) => dsId != null && hosts.find((h) => h.id === hostId)?.datastores.some((d) => d.id === dsId);
+      // capacity (CPU, memory, network) by placement; never CPU features: the guest boots afresh
+      const placement = placeVm({ cpus: vm.cpus, memoryMiB: vm.memoryMiB, diskGiB: 0, hostId: input.targetHostId, excludeHostIds: [source.id], network: net?.name }, hosts);
+      const best = placement.ranked[0];
+      if (!best) {
+        const why = placement.rejected.filter((r) => r.hostId !== source.id).map((r) => `${r.hostId}: ${r.reasons.join('; ')}`).join(' | ');
+        throw refuse(input.targetHostId ? 'targetHostId' : 'vmId', `no host can take ${vm.name}: ${why || 'no other host'}`);
+      }
+      const target = hosts.find((h) => h.id === best.hostId)!;
+      // the datastore: asked for, else the VM's own when the target reaches it, else the roomiest local one
+      let dsId = input.targetDatastoreId;
+      if (dsId !== undefined && !target.datastores.some((d) => d.id === dsId)) throw refuse('targetDatastoreId', `datastore ${dsId} is not attached to host ${target.id}`);
+      dsId ??= reaches(target.id, vm.datastoreId) ? vm.datastoreId! : [...target.datastores].sort((a, b) => b.freeGiB - a.freeGiB)[0]?.id;
+      if (!dsId) throw refuse('targetDatastoreId', `host ${target.id} has no datastore`);
+      const copyFiles = dsId !== vm.datastoreId;
+      const ds = target.datastores.find((d) => d.id === dsId)!;
+      if (copyFiles && ds.freeGiB < vm.diskGiB) throw failure(ErrorType.Capacity, `datastore ${dsId} on ${target.id} has ${ds.freeGiB} GiB free, ${vm.name} needs ${vm.diskGiB} GiB`, { field: 'targetDatastoreId', resource: 'disk' });
+      const flatten = copyFiles && input.flatten === true;
+      const backingDecision = copyFiles ? (flatten ? 'flatten requested' : 'decided once the disks are listed') : `datastore ${dsId} is shared with ${target.id}: the files stay where they are`;
+      return {
+        sourceHostId: source.id,
+        targetHostId: target.id,
+        targetDatastoreId: dsId,
+        copyFiles,
+        flatten,
+        backingDecision,
+        wasRunning: vm.state === 'running' || vm.state === 'migrating',
+        diskGiB: vm.diskGiB,
+        rejected: placement.rejected.filter((r) => r.hostId !== source.id),
+        spec: {
+          vmId: vm.id,
+          name: vm.name,
+          cpus: vm.cpus,
+          memoryBytes: vm.memoryMiB * MiB,
+          disks: vm.diskPaths,
+          seedPath: vm.seedPath ?? undefined,
+          mac: vm.mac ?? undefined,
+          network: net?.name,
+          cpuFeatures: vm.cpuFeatures,
+          workload: vm.workload ?? undefined,
+        },
+      };
+    },
+
+    /**
+     * After the source listed its disks: a linked clone keeps its backing chain when its base (a
+     * template image) is reachable from the target, else it is flattened; `flatten: false` with an
+     * unreachable base is refused naming the field.
+     */
+    async decideColdBacking(input: { targetHostId: string; backingPaths: string[]; flatten?: boolean }): Promise<{ flatten: boolean; backingDecision: string }> {
+      if (input.backingPaths.length === 0) return { flatten: false, backingDecision: 'no linked clones' };
+      if (input.flatten === true) return { flatten: true, backingDecision: 'flatten requested' };
+      const target = (await hostCandidates(db)).find((h) => h.id === input.targetHostId);
+      const reach = new Set(target?.datastores.map((d) => d.id) ?? []);
+      const templates = await db.em().find(Template, {});
+      const unreachable = input.backingPaths.filter((b) => {
+        const sim = /^sim:\/\/([^/]+)\//.exec(b);
+        if (sim) return !reach.has(sim[1]!);
+        const t = templates.find((x) => x.imagePath === b);
+        return !t || !t.datastoreIds.some((d) => reach.has(d));
+      });
+      if (unreachable.length === 0) return { flatten: false, backingDecision: `the base of every linked clone (${[...new Set(input.backingPaths)].join(', ')}) is reachable from ${input.targetHostId}: the backing chain is kept` };
+      if (input.flatten === false) throw refuse('flatten', `flatten=false needs the base images on a datastore of ${input.targetHostId}; not reachable there: ${unreachable.join(', ')}`);
+      return { flatten: true, backingDecision: `base ${unreachable.join(', ')} is not reachable from ${input.targetHostId}: disks are flattened` };
+    },
+
+    /** Stage reservation: CPU and memory on the target, and the disk's space when the files move. Idempotent. */
+    async reserveColdTarget(input: { operationId: string; vmId: string; targetHostId: string; targetDatastoreId: string; copyFiles: boolean }): Promise<{ allocationId: string }> {
+      const em = db.em();
+      const vm = await em.findOneOrFail(Vm, { id: input.vmId });
+      const alloc = await capacity.reserve(db, {
+        hostId: input.targetHostId,
+        vmId: vm.id,
+        cpus: vm.cpus,
+        memoryMiB: vm.memoryMiB,
+        diskGiB: input.copyFiles ? vm.diskGiB : 0,
+        datastoreId: input.copyFiles ? input.targetDatastoreId : null,
+        operationId: input.operationId,
+        kind: 'reservation',
+      });
+      await deps.faults?.check('reserveMigrationTarget', { vmId: vm.id, hostId: input.targetHostId });
+      if (vm.state === 'running') {
+        vm.state = 'migrating';
+        await em.flush();
+      }
+      return { allocationId: alloc.id };
+    },
+
+    /** The point of no return: commitMigration's one transaction, with the VM's new file paths. Idempotent. */
+    async commitColdMigration(input: { operationId: string; vmId: string; sourceHostId: string; targetHostId: string; diskPaths: string[]; seedPath?: string }): Promise<void> {
+      await deps.faults?.check('commitMigration', { vmId: input.vmId });
+      await capacity.commitMigration(db, { ...input, home: { diskPaths: input.diskPaths, seedPath: input.seedPath ?? null } });
+    },
+
+    /** After commit: running (started on the target) or stopped. */
+    async recordColdMigrated(input: { vmId: string; hostId: string; state: 'running' | 'stopped' }): Promise<void> {
+      const em = db.em();
+      const vm = await em.findOneOrFail(Vm, { id: input.vmId });
+      if (vm.hostId !== input.hostId) throw failure(ErrorType.InvalidState, `VM ${vm.name} is recorded on ${vm.hostId}, not ${input.hostId}`, undefined, true);
+      vm.state = input.state;
+      await em.flush();
+    },
+  };
+  return withFailureMapping(acts);
+}
+
+export type ColdControlActivities = ReturnType<typeof createColdControlActivities>;
