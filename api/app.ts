@@ -18,6 +18,7 @@ import { createTokenStore } from './tokens.js';
 import type { ApiContext, SimulatorFaults } from './context.js';
 import { installErrorHandler } from './errors.js';
 import { installInputGuards } from './input.js';
+import { installInputGuards } from './input.js';
 import { createFleetMetrics } from './fleet-metrics.js';
 import { runningOperation } from './queries.js';
 import { healthRoutes } from './routes/health.js';
@@ -70,6 +71,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   installErrorHandler(app);
+  installInputGuards(app);
   installInputGuards(app);
   const tokenStore = createTokenStore(deps.db);
   installAuth(app, tokens, tokenStore);

@@ -63,7 +63,8 @@ function fieldsFromValidation(issues: ValidationIssue[], part: string | undefine
     const keys = issue.params?.keys;
     if (issue.keyword === 'unrecognized_keys' && Array.isArray(keys)) {
       const prefix = base === part || base === 'body' ? '' : `${base}.`;
-      for (const k of keys) fields.push({ field: `${prefix}${String(k)}`, problem: 'is not a known field' });
+      // an empty key ({"": 1}) is named as what it is, not as a field called ''
+      for (const k of keys) fields.push({ field: `${prefix}${String(k) === '' ? '""' : String(k)}`, problem: 'is not a known field' });
       continue;
     }
     fields.push({ field: base, problem: issue.message ?? 'is invalid' });

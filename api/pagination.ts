@@ -21,12 +21,18 @@ export function encodeCursor(key: CursorKey): string {
   return Buffer.from(JSON.stringify(key)).toString('base64url');
 }
 
+const ISO_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
+const isIsoTime = (t: unknown): t is string => typeof t === 'string' && ISO_TIME.test(t) && !Number.isNaN(Date.parse(t)) && new Date(t).toISOString() === t;
+
 export function decodeCursor(cursor: string | undefined, timeOrdered: boolean): CursorKey | undefined {
   if (cursor === undefined || cursor === '') return undefined;
   try {
     const key = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as CursorKey;
-    if (typeof key?.id !== 'string') throw new Error('no id');
-    if (timeOrdered && (typeof key.t !== 'string' || Number.isNaN(Date.parse(key.t)))) throw new Error('no time');
+    // exactly what page() hands out: an id (never holding NUL, which no database column can take)
+    // and, for time-ordered lists only, the ISO time of toISOString(); anything else would reach
+    // the query as NaN, an out-of-range date or a broken statement
+    if (typeof key?.id !== 'string' || key.id.includes('\u0000')) throw new Error('no id');
+    if (timeOrdered ? !isIsoTime(key.t) : key.t !== undefined) throw new Error('wrong time');
     return key;
   } catch {
     throw invalid('cursor', 'is not a cursor this API handed out', 400);

@@ -131,4 +131,44 @@ describe('inventory routes', () => {
     assert.equal((await t.call('GET', '/v1/operations/nope')).statusCode, 404);
     assert.equal((await t.call('GET', '/v1/operations?kind=provision')).json().items.length, 1);
   });
+
+  // found by test/api/fuzz.test.ts: each was a 500
+  it('a NUL (U+0000) in a path id, a query value or a body string is a 400 naming the field', async () => {
+    for (const [method, url, body, field] of [
+      ['GET', '/v1/hosts/h1%00', undefined, 'id'],
+      ['GET', '/v1/templates/a%00b', undefined, 'id'],
+      ['GET', '/v1/templates?owner=a%00', undefined, 'owner'],
+      ['POST', '/v1/hosts/h1%00/maintenance', { enabled: true }, 'id'],
+      ['POST', '/v1/templates', { name: 'nul', os: 'linux\u0000', imagePath: '/i.qcow2', datastoreIds: ['shared'], diskGiB: 1 }, 'os'],
+      ['POST', '/v1/networks', { name: 'n', cidr: '10.9.0.0/24', gateway: '10.9.0.1', hostIds: ['h1', 'h\u0000'] }, 'hostIds.1'],
+    ] as const) {
+      const res = await t.call(method, url, body);
+      assert.equal(res.statusCode, 400, `${method} ${url}: ${res.body}`);
+      assert.equal(res.json().fields[0].field, field, res.body);
+      assert.match(res.json().message, /NUL/);
+    }
+  });
+
+  it('a forged cursor is a 400 naming cursor, never reaching the query (a time on an id-ordered list, a NUL id, a date out of range)', async () => {
+    const b64 = (v: unknown) => Buffer.from(JSON.stringify(v)).toString('base64url');
+    for (const url of [
+      `/v1/hosts?cursor=${b64({ id: 'x', t: 'yesterday' })}`,
+      `/v1/hosts?cursor=${b64({ id: 'x', t: '2020-01-01T00:00:00.000Z' })}`,
+      `/v1/networks?cursor=${b64({ id: 'a\u0000' })}`,
+      `/v1/operations?cursor=${b64({ id: 'x', t: '-271821-04-20T00:00:00.000Z' })}`,
+      `/v1/operations?cursor=${b64({ id: 'x', t: '1' })}`,
+    ]) {
+      const res = await t.call('GET', url);
+      assert.equal(res.statusCode, 400, `${url}: ${res.body}`);
+      assert.equal(res.json().fields[0].field, 'cursor');
+    }
+    const first = (await t.call('GET', '/v1/hosts?limit=1')).json();
+    assert.equal((await t.call('GET', `/v1/hosts?limit=1&cursor=${first.nextCursor}`)).statusCode, 200, 'a cursor the API handed out still works');
+  });
+
+  it('an empty key in a strict body is named as "" (not as a field called \'\')', async () => {
+    const res = await t.call('POST', '/v1/hosts/h1/maintenance', { enabled: true, '': 1 });
+    assert.equal(res.statusCode, 400);
+    assert.deepEqual(res.json().fields, [{ field: '""', problem: 'is not a known field' }]);
+  });
 });
