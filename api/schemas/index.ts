@@ -191,6 +191,10 @@ export const MigrationCreate = z.strictObject({
   maxDowntimeMs: z.number().positive().max(600_000).optional(),
   policy: z.enum(POLICY_NAMES as [string, ...string[]]).optional(),
   approveSwitchover: z.boolean().optional().describe('false = hold at switchover until POST .../switchover'),
+  force: z.boolean().optional().describe('cold: power off after the graceful shutdown timeout'),
+  start: z.boolean().optional().describe('cold: start on the target if it ran before (default true)'),
+  flatten: z.boolean().optional().describe('cold: flatten linked clones (false = keep the chain, refused if its base is not on the target)'),
+  shutdownTimeoutMs: z.number().int().min(1000).max(3_600_000).optional().describe('cold: graceful shutdown timeout (default 60000)'),
   ...knob,
 });
 export type MigrationCreate = z.infer<typeof MigrationCreate>;

@@ -1206,7 +1206,8 @@ export interface paths {
                         dryRun?: boolean;
                         includeStopped?: boolean;
                         maxParallel?: number;
-                        policy?: string;
+                        /** @enum {string} */
+                        policy?: "default" | "minimal-downtime" | "converge-or-abort" | "suspend-if-needed";
                     } | null;
                 };
             };
@@ -2143,6 +2144,8 @@ export interface paths {
                     kind?: "provision" | "migration" | "evacuation" | "lifecycle" | "template" | "rebalance" | "maintenance" | "reconcile" | "drift";
                     /** @description page size (default 100, at most 500) */
                     limit?: number;
+                    /** @description who started it: a token name, bootstrap-admin, env-operator, env-viewer, schedule */
+                    principal?: string;
                     state?: "running" | "completed" | "failed" | "cancelled" | "rolled-back";
                     vmId?: string;
                 };
@@ -3166,7 +3169,7 @@ export interface paths {
                          * @description fail-step: the driver method that fails
                          * @enum {string}
                          */
-                        step?: "hostInfo" | "createDisk" | "deleteDisk" | "diskInfo" | "writeSeed" | "copyDisk" | "defineVm" | "startVm" | "stopVm" | "rebootVm" | "pauseVm" | "resumeVm" | "destroyVm" | "vmStatus" | "listVms" | "prepareIncoming" | "activateIncoming" | "startMigration" | "migrationStatus" | "setMigrationParams" | "continueSwitchover" | "cancelMigration" | "reserveCapacity" | "allocateIp" | "reserveMigrationTarget" | "commitMigration";
+                        step?: "hostInfo" | "createDisk" | "deleteDisk" | "diskInfo" | "writeSeed" | "copyDisk" | "defineVm" | "startVm" | "stopVm" | "rebootVm" | "pauseVm" | "resumeVm" | "destroyVm" | "vmStatus" | "listVms" | "prepareIncoming" | "activateIncoming" | "startMigration" | "migrationStatus" | "setMigrationParams" | "continueSwitchover" | "cancelMigration" | "startDiskMirror" | "diskMirrorStatus" | "completeDiskMirror" | "cancelDiskMirror" | "reserveCapacity" | "allocateIp" | "reserveMigrationTarget" | "commitMigration";
                         /** @description dirty-rate: bytes/s; slow-disk: throughput divisor (>= 1) */
                         value?: number;
                         vmId?: string;
@@ -3669,6 +3672,247 @@ export interface paths {
         };
         trace?: never;
     };
+    "/v1/tokens": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Named tokens (admin): never their secrets */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            items: {
+                                createdAt: string;
+                                createdBy: string;
+                                expiresAt: string | null;
+                                id: string;
+                                lastUsedAt: string | null;
+                                name: string;
+                                revokedAt: string | null;
+                                /** @enum {string} */
+                                role: "viewer" | "operator" | "admin";
+                                /** @enum {string} */
+                                state: "active" | "expired" | "revoked";
+                            }[];
+                            /** @enum {string|null} */
+                            nextCursor: null;
+                        };
+                    };
+                };
+            };
+        };
+        put?: never;
+        /** Create a named token (admin); the secret is shown once */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        /**
+                         * Format: date-time
+                         * @description ISO 8601; absent: never expires
+                         */
+                        expiresAt?: string;
+                        /** @description who or what holds it; recorded as the principal of the operations it starts */
+                        name: string;
+                        /** @enum {string} */
+                        role: "viewer" | "operator" | "admin";
+                    };
+                };
+            };
+            responses: {
+                /** @description Default Response */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            createdAt: string;
+                            expiresAt: string | null;
+                            id: string;
+                            name: string;
+                            /** @enum {string} */
+                            role: "viewer" | "operator" | "admin";
+                            /** @description the secret: shown only in this answer, stored only as its sha256 */
+                            token: string;
+                        };
+                    };
+                };
+                /** @description Default Response */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            error: string;
+                            fields?: {
+                                field: string;
+                                problem: string;
+                            }[];
+                            message: string;
+                        } & {
+                            [key: string]: unknown;
+                        };
+                    };
+                };
+                /** @description Default Response */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            error: string;
+                            fields?: {
+                                field: string;
+                                problem: string;
+                            }[];
+                            message: string;
+                        } & {
+                            [key: string]: unknown;
+                        };
+                    };
+                };
+                /** @description Default Response */
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            error: string;
+                            fields?: {
+                                field: string;
+                                problem: string;
+                            }[];
+                            message: string;
+                        } & {
+                            [key: string]: unknown;
+                        };
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/tokens/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Revoke a token (admin): its next request is a 401. Revoked already: 409 */
+        delete: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                204: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": null;
+                    };
+                };
+                /** @description Default Response */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            error: string;
+                            fields?: {
+                                field: string;
+                                problem: string;
+                            }[];
+                            message: string;
+                        } & {
+                            [key: string]: unknown;
+                        };
+                    };
+                };
+                /** @description Default Response */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            error: string;
+                            fields?: {
+                                field: string;
+                                problem: string;
+                            }[];
+                            message: string;
+                        } & {
+                            [key: string]: unknown;
+                        };
+                    };
+                };
+                /** @description Default Response */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            error: string;
+                            fields?: {
+                                field: string;
+                                problem: string;
+                            }[];
+                            message: string;
+                        } & {
+                            [key: string]: unknown;
+                        };
+                    };
+                };
+            };
+        };
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/vms": {
         parameters: {
             query?: never;
@@ -4085,6 +4329,10 @@ export interface paths {
                         completionTimeoutSecPerGiB?: number;
                         downtimeStepDelaySecPerGiB?: number;
                         downtimeSteps?: number;
+                        /** @description cold: flatten linked clones (false = keep the chain, refused if its base is not on the target) */
+                        flatten?: boolean;
+                        /** @description cold: power off after the graceful shutdown timeout */
+                        force?: boolean;
                         initialDowntimeMs?: number;
                         /** @enum {string} */
                         kind: "live" | "cold" | "storage" | "auto";
@@ -4099,7 +4347,11 @@ export interface paths {
                         /** @enum {string} */
                         policy?: "default" | "minimal-downtime" | "converge-or-abort" | "suspend-if-needed";
                         progressTimeoutSec?: number;
+                        /** @description cold: graceful shutdown timeout (default 60000) */
+                        shutdownTimeoutMs?: number;
                         stallWindowSec?: number;
+                        /** @description cold: start on the target if it ran before (default true) */
+                        start?: boolean;
                         targetDatastoreId?: string;
                         targetHostId?: string;
                         throttleIncrementPct?: number;
