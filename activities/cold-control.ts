@@ -84,7 +84,8 @@ export function createColdControlActivities(deps: { db: Db; faults?: FaultHook }
           seedPath: vm.seedPath ?? undefined,
           mac: vm.mac ?? undefined,
           network: net?.name,
-          cpuFeatures: vm.cpuFeatures,
+          // powered off, the guest boots on the target's CPU: it sees what the target offers
+          cpuFeatures: vm.cpuFeatures.filter((f) => target.cpuFeatures.includes(f)),
           workload: vm.workload ?? undefined,
         },
       };
@@ -135,9 +136,9 @@ export function createColdControlActivities(deps: { db: Db; faults?: FaultHook }
     },
 
     /** The point of no return: commitMigration's one transaction, with the VM's new file paths. Idempotent. */
-    async commitColdMigration(input: { operationId: string; vmId: string; sourceHostId: string; targetHostId: string; diskPaths: string[]; seedPath?: string }): Promise<void> {
+    async commitColdMigration(input: { operationId: string; vmId: string; sourceHostId: string; targetHostId: string; diskPaths: string[]; seedPath?: string; cpuFeatures: string[] }): Promise<void> {
       await deps.faults?.check('commitMigration', { vmId: input.vmId });
-      await capacity.commitMigration(db, { ...input, home: { diskPaths: input.diskPaths, seedPath: input.seedPath ?? null } });
+      await capacity.commitMigration(db, { ...input, home: { diskPaths: input.diskPaths, seedPath: input.seedPath ?? null, cpuFeatures: input.cpuFeatures } });
     },
 
     /** After commit: running (started on the target) or stopped. */

@@ -204,7 +204,7 @@ export async function coldMigrate(input: ColdMigrateInput): Promise<MigrationRes
 
     // ---------------------------------------------------------------- commitment
     await enterStage('commitment');
-    const commit = { operationId, vmId: input.vmId, sourceHostId: plan.sourceHostId, targetHostId: plan.targetHostId, diskPaths: spec.disks, ...(spec.seedPath ? { seedPath: spec.seedPath } : {}) };
+    const commit = { operationId, vmId: input.vmId, sourceHostId: plan.sourceHostId, targetHostId: plan.targetHostId, diskPaths: spec.disks, cpuFeatures: spec.cpuFeatures, ...(spec.seedPath ? { seedPath: spec.seedPath } : {}) };
     try {
       await cold.commitColdMigration(commit);
       committed = true;

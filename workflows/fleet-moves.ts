@@ -28,6 +28,7 @@ import { workflowContext } from './context.js';
 import { dbProfile, hostQuickProfile } from './profiles.js';
 import { cancelFleetSignal, cancelMigrationSignal, fleetProgressQuery, pauseFleetSignal, resumeFleetSignal, workflowIds, type FleetCarry, type FleetProgress, type MigrationResult, type VmMoveReport } from './definitions.js';
 import { liveMigrate } from './live-migrate.js';
+import { coldChildrenEnabled, startColdChild } from './cold-child.js';
 
 export interface MoveControl {
   paused: boolean;
@@ -93,14 +94,15 @@ export async function runMoves(opts: MoveExecutorOptions): Promise<'done' | 'con
     vm.endedAtMs = vm.durationMs = undefined;
     vm.migrationId = workflowIds.migrate(move.vmId);
     changed = true;
-    if (move.kind === 'cold') {
-      // ColdMigrate is its own issue; until it lands a cold move is reported, never faked
+    if (move.kind === 'cold' && !coldChildrenEnabled()) {
+      // before ColdMigrate existed a cold move was reported, never faked (older histories replay this)
       finish(vm, 'left', `needs a cold migration to ${move.to}, which this ferry cannot run yet; the VM stays on ${vm.from}`);
       return;
     }
     let child: ChildWorkflowHandle<typeof liveMigrate>;
     try {
-      child = await startChild(liveMigrate, {
+      if (move.kind === 'cold') child = await startColdChild(vm.migrationId, move.vmId, move.to);
+      else child = await startChild(liveMigrate, {
         workflowId: vm.migrationId,
         args: [{ vmId: move.vmId, targetHostId: move.to, policy: opts.policy }],
         // a migration runs to its own end (commit or rollback) even if the evacuation is

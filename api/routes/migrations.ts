@@ -25,10 +25,9 @@ import { findOperation } from '../queries.js';
 import { AnyList, AnyObject, CancelBody, ErrorSchema, idParams, KNOB_FIELDS, MigrationAccepted, MigrationCreate, MigrationListQuery, MigrationPatch } from '../schemas/index.js';
 import { startWorkflow, webUiUrl, withTimeout } from '../temporal.js';
 import { findVm } from './vms.js';
+import { startColdMigration } from './cold-migrations.js';
 
 const MiB = 1024 * 1024;
-import { startColdMigration } from './cold-migrations.js';
-import { inputsTable, liveMigrateSummary } from '../../domain/summaries.js';
 /** a query answers from the worker's cache; more than this means no worker is polling */
 const QUERY_TIMEOUT_MS = 5_000;
 const UPDATE_TIMEOUT_MS = 30_000;
@@ -101,10 +100,10 @@ export function migrationRoutes(app: FastifyInstance, ctx: ApiContext): void {
     },
     async (req, reply) => {
       const b = req.body;
+      if (b.kind === 'cold') return startColdMigration(ctx, await findVm(ctx.db.em(), req.params.id), b, reply);
       if (b.kind !== 'live') throw invalid('kind', `kind ${b.kind} is not implemented yet (only live)`);
       if (b.targetDatastoreId !== undefined) throw invalid('targetDatastoreId', 'applies to storage migrations, which are not implemented yet');
       const overrides = policyOverrides(b);
-      if (b.kind === 'cold') return startColdMigration(ctx, await findVm(ctx.db.em(), req.params.id), b, reply);
 
       const em = ctx.db.em();
       const vm = await findVm(em, req.params.id);

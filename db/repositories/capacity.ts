@@ -335,7 +335,7 @@ export interface CommitMigrationInput {
   /** The target reservation made in stage 1; default: the operation's reservation for this VM on the target. */
   reservationId?: string;
   /** The VM's files moved too (cold migration): its disk and seed paths on the target, in the same transaction. */
-  home?: { diskPaths: string[]; seedPath?: string | null };
+  home?: { diskPaths: string[]; seedPath?: string | null; cpuFeatures?: string[] };
 }
 
 /** What the operation's details hold under `commit` once the commit happened. */
@@ -406,6 +406,7 @@ export async function commitMigration(x: Db | Em, input: CommitMigrationInput): 
       if (input.home) {
         vm.diskPaths = input.home.diskPaths;
         vm.seedPath = input.home.seedPath ?? null;
+        if (input.home.cpuFeatures) vm.cpuFeatures = input.home.cpuFeatures;
       }
       // the rebalance cool-down counts from the commit (the guest's home changed here)
       vm.lastMigratedAt = new Date();
