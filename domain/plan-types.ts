@@ -3,6 +3,7 @@
 // snapshot, and the API that stores and shows them. Plain JSON only: plans cross the workflow
 // boundary and are stored as they are.
 import type { HostCandidate, RejectedHost } from './placement.js';
+import type { ConvergencePolicy } from './policies.js';
 
 /** A host as the planner sees it: placement's view plus its migration limits and link speed. */
 export interface PlanHost extends HostCandidate {
@@ -69,6 +70,9 @@ export interface PredictionSettings {
   perMoveOverheadMs: number;
   /** cold migration: bytes/s of the disk copy (datastore throughput) */
   coldCopyBytesPerSec: number;
+  /** the moves' convergence policy (resolvePolicy), steering a move that does not converge at
+   * downtimeLimitMs; absent: the default policy starting at downtimeLimitMs */
+  policy?: ConvergencePolicy;
 }
 
 export interface ParallelLimits {

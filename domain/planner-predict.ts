@@ -1,6 +1,8 @@
 // How long moves take and when they run: the pre-copy prediction of one move over its link, and
 // the list schedule of a whole plan under the parallel limits. Pure, deterministic.
+import { POLICIES, type ConvergencePolicy } from './policies.js';
 import { simulatePrecopy } from './precopy-model.js';
+import { predictSteeredPrecopy, type SteeredOutcome } from './precopy-steer.js';
 import type { ClusterSnapshot, MoveKind, PlannedMove, PlanHost, PlanVm, PredictionSettings } from './plan-types.js';
 import type { Leg } from './planner-state.js';
 import { byId, needNumber, needParallel, pairKey, planError, validateSettings } from './planner-validate.js';
@@ -18,12 +20,18 @@ export function linkBandwidth(snapshot: ClusterSnapshot, a: string, b: string): 
 export interface MovePrediction {
   predictedMs: number;
   predictedDowntimeMs: number;
+  /** false when the move does not converge at the policy's initial downtime limit */
   converges: boolean;
+  /** set when it does not: how the convergence controller ends it (precopy-steer.ts) */
+  outcome?: SteeredOutcome;
 }
 
 /**
  * One move's wall-clock duration and guest downtime.
- * live: optional disk copy (diskGiB over the link) then the pre-copy rounds of `simulatePrecopy`;
+ * live: optional disk copy (diskGiB over the link) then the pre-copy rounds of `simulatePrecopy`
+ * at the initial downtime limit; a move that does not converge there is stepped through the
+ * convergence controller of its policy (`simulateSteeredPrecopy`: downtime steps, throttling,
+ * forced switchover or abort; an abort's time is the time until the controller gives up);
  * cold: the disk copy at min(link, datastore throughput), memory is not sent, the guest is down
  * for the whole move. Model time / timeScale + the fixed per-move overhead; integer ms.
  */
@@ -54,12 +62,35 @@ export function predictMove(
     writableWorkingSetBytes: vm.writableWorkingSetBytes,
     downtimeLimitMs: s.downtimeLimitMs,
   });
+  if (precopy.stopReason !== 'converged') {
+    const steered = predictSteeredPrecopy({
+      memoryBytes: vm.memoryMiB * MiB,
+      bandwidthBytesPerSec: Math.min(bandwidth, s.policy?.maxBandwidthBytesPerSec ?? Infinity),
+      dirtyRateBytesPerSec: vm.dirtyRateBytesPerSec,
+      writableWorkingSetBytes: vm.writableWorkingSetBytes,
+      policy: s.policy ?? defaultPolicy(s.downtimeLimitMs),
+      timeScale: s.timeScale,
+      diskBytes,
+    });
+    return {
+      predictedMs: Math.round(steered.totalMs / s.timeScale + s.perMoveOverheadMs),
+      predictedDowntimeMs: Math.round(steered.downtimeMs / s.timeScale),
+      converges: false,
+      outcome: steered.outcome,
+    };
+  }
   const modelMs = (diskBytes * 1000) / bandwidth + precopy.totalMs;
   return {
     predictedMs: Math.round(modelMs / s.timeScale + s.perMoveOverheadMs),
     predictedDowntimeMs: Math.round(precopy.downtimeMs / s.timeScale),
     converges: precopy.stopReason === 'converged',
   };
+}
+
+/** The default policy, starting at `downtimeLimitMs` (settings that name no policy). */
+function defaultPolicy(downtimeLimitMs: number): ConvergencePolicy {
+  const p = POLICIES.default;
+  return { ...p, initialDowntimeMs: downtimeLimitMs, maxDowntimeMs: Math.max(p.maxDowntimeMs, downtimeLimitMs) };
 }
 
 export interface ScheduleInput {

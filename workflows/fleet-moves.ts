@@ -205,7 +205,7 @@ export async function takeSnapshot(linkHosts: string[] | 'all'): Promise<Cluster
 /** The prediction settings of the control worker, for a move under `policy`. */
 export async function predictionSettings(policy: string | undefined): Promise<PredictionSettings> {
   const s = await proxyActivities<FleetActivities>(dbProfile).fleetSettings();
-  return { downtimeLimitMs: resolvePolicy(policy).initialDowntimeMs, timeScale: s.timeScale, perMoveOverheadMs: s.perMoveOverheadMs, coldCopyBytesPerSec: s.coldCopyBytesPerSec };
+  return { downtimeLimitMs: resolvePolicy(policy).initialDowntimeMs, timeScale: s.timeScale, perMoveOverheadMs: s.perMoveOverheadMs, coldCopyBytesPerSec: s.coldCopyBytesPerSec, policy: resolvePolicy(policy) };
 }
 
 /** Sets the ETA of `progress` from the moves finished so far (advice: never fails the workflow). */
