@@ -26,6 +26,8 @@ export type OperationState = (typeof OPERATION_STATES)[number];
 export interface VmWorkload {
   dirtyRateBytesPerSec: number;
   writableWorkingSetBytes: number;
+  /** simulator: bytes/s the guest writes to its disks (storage migration) */
+  diskWriteRateBytesPerSec?: number;
 }
 
 /** Free-form, JSON-serialisable audit detail of an operation (merged by updateOperation). */

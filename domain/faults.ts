@@ -30,6 +30,10 @@ export const FAULT_STEPS = [
   'setMigrationParams',
   'continueSwitchover',
   'cancelMigration',
+  'startDiskMirror',
+  'diskMirrorStatus',
+  'completeDiskMirror',
+  'cancelDiskMirror',
   // control-worker steps (database only), checked through Simulator.checkStepFault by a hook
   'reserveCapacity',
   'allocateIp',

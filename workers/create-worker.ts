@@ -10,6 +10,7 @@ import { createFleetActivities, type FleetPredictionConfig } from '../activities
 import { createDriftActivities } from '../activities/drift.js';
 import { createColdHostActivities } from '../activities/cold.js';
 import { createColdControlActivities } from '../activities/cold-control.js';
+import { createStorageControlActivities } from '../activities/storage-control.js';
 import { controlQueue, hostQueue } from '../workflows/definitions.js';
 
 export const WORKFLOWS_PATH = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
@@ -52,7 +53,7 @@ export async function createControlWorker(opts: WorkerBase & { deps: ControlWork
     namespace: opts.namespace,
     taskQueue: controlQueue(opts.prefix),
     workflowBundle: await workflowBundle(),
-    activities: { ...createControlActivities(opts.deps), ...createFleetActivities({ db: opts.deps.db, prediction: opts.deps.prediction }), ...createDriftActivities({ db: opts.deps.db }), ...createColdControlActivities(opts.deps) },
+    activities: { ...createControlActivities(opts.deps), ...createFleetActivities({ db: opts.deps.db, prediction: opts.deps.prediction }), ...createDriftActivities({ db: opts.deps.db }), ...createColdControlActivities(opts.deps), ...createStorageControlActivities({ db: opts.deps.db }) },
     // many short DB activities and workflow tasks; 2 cores
     maxConcurrentActivityTaskExecutions: 50,
     // after a SIGKILL the server keeps sending a workflow's next task to the dead worker's sticky

@@ -68,7 +68,7 @@ export interface ProvisionInput {
   affinityTag?: string;
   weigher?: 'spread' | 'pack';
   /** simulator workload of the new guest */
-  workload?: { dirtyRateBytesPerSec: number; writableWorkingSetBytes: number };
+  workload?: { dirtyRateBytesPerSec: number; writableWorkingSetBytes: number; diskWriteRateBytesPerSec?: number };
 }
 
 export const PROVISION_STEPS = ['select', 'load-software', 'customize', 'start'] as const;

@@ -6,3 +6,4 @@ export { evacuateHost } from './evacuate-host.js';
 export { reconcile } from './reconcile.js';
 export { rebalance } from './rebalance.js';
 export { coldMigrate } from './cold-migrate.js';
+export { storageMigrate } from './storage-migrate.js';

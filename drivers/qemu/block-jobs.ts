@@ -7,7 +7,7 @@
 //     completes it without pivot: the target holds a consistent copy; then `migrate-continue`.
 //   - storage migration (same host): `blockdev-add` a new qcow2 on the other datastore,
 //     `blockdev-mirror`, ready, `block-job-complete` pivots the device onto it; the seed (read-only,
-//     immutable) is copied as a file; spec.json names the new paths; the old files are deleted.
+//     immutable) is copied as a file; spec.json names the new paths; the workflow deletes the old files once the move is committed.
 // Jobs run with auto-dismiss off so a failed job stays visible (status concluded + error) until we
 // dismiss it. Everything a restarted agent needs is in runtime.json (`mirror`, `nbd`).
 import { promises as fs } from 'node:fs';
@@ -147,6 +147,7 @@ export function createBlockJobs({ cfg, store, sessions }: VmDeps) {
     return store.withLock(`mirror:${vmId}`, async () => {
       const spec = await store.requireSpec(vmId);
       const rt = await store.readRuntime(vmId);
+      if (rt.mirror?.pivoted) rt.mirror = undefined; // an earlier storage migration, done
       const { jobs } = await jobsOf(vmId);
       if (rt.mirror && rt.mirror.jobs.every((j) => jobs.has(j.job) && !jobs.get(j.job)!.error)) return; // idempotent
       if (rt.mirror) throw new DriverError(`vm "${vmId}" has a disk mirror that ended or failed; cancel it first`, 'INVALID_STATE', true);
@@ -285,12 +286,10 @@ export function createBlockJobs({ cfg, store, sessions }: VmDeps) {
         await store.writeSpec(vmId, { ...spec, disks: spec.disks.map((d) => moved.get(d) ?? d), ...(rec.seed ? { seedPath: rec.seed.targetPath } : {}) });
         await store.updateRuntime(vmId, { mirror: { ...rec, pivoted: true, pivotMs, totalBytes: st.totalBytes } });
       }
-      // the old files: nothing opens them any more (the seed's old inode stays readable to QEMU)
-      for (const j of rec.jobs) await fs.rm(j.sourcePath!, { force: true });
-      if (rec.seed) await fs.rm(rec.seed.sourcePath, { force: true });
+      // the old files stay until the workflow has committed the move (its clean-up deletes them)
       const after = await store.requireSpec(vmId);
-      await store.updateRuntime(vmId, { mirror: undefined });
-      return { status: 'completed', copiedBytes: 0, totalBytes: 0, dirtyBytes: 0, inSync: true, diskPaths: after.disks, ...(after.seedPath ? { seedPath: after.seedPath } : {}), pivotMs: rec.pivotMs ?? 0 };
+      const done = (await store.readRuntime(vmId)).mirror ?? rec;
+      return { status: 'completed', copiedBytes: 0, totalBytes: 0, dirtyBytes: 0, inSync: true, diskPaths: after.disks, ...(after.seedPath ? { seedPath: after.seedPath } : {}), pivotMs: done.pivotMs ?? 0 };
     });
   }
 
@@ -300,7 +299,7 @@ export function createBlockJobs({ cfg, store, sessions }: VmDeps) {
       if (!(await store.readSpec(vmId))) return;
       const rec = (await store.readRuntime(vmId)).mirror;
       if (!rec) return;
-      if (rec.pivoted) throw new DriverError(`vm "${vmId}" already runs on its new disks (pivoted): not cancelling`, 'INVALID_STATE', true);
+      if (rec.pivoted) return; // the VM runs on its new disks: nothing to cancel, nothing partial
       const alive = await qmp<QueryJob[]>(vmId, 'query-jobs').then(
         (j) => new Map(j.map((x) => [x.id, x])),
         () => undefined, // no QEMU: nothing left to cancel in it

@@ -2,6 +2,8 @@
 // one call into the file of its concern (disks, VM lifecycle, migration), each made of
 // transactions on the shared state file (SimHost.op in host.ts).
 import type {
+  DiskMirrorStats,
+  DiskMirrorTarget,
   CloudInitSeed,
   ColdCopyOptions,
   ColdCopyRequest,
@@ -23,6 +25,7 @@ import * as cold from './cold-ops.js';
 import * as disks from './disk-ops.js';
 import { SimHost } from './host.js';
 import * as migration from './migration-ops.js';
+import * as mirror from './mirror-ops.js';
 import * as vms from './vm-ops.js';
 
 export class SimDriver implements HypervisorDriver {
@@ -128,6 +131,24 @@ export class SimDriver implements HypervisorDriver {
 
   async cancelMigration(vmId: string): Promise<void> {
     migration.cancelMigration(this.host, vmId);
+  }
+
+  // ------------------------------------------------------------------ storage mirror (mirror-ops.ts)
+
+  async startDiskMirror(vmId: string, target: DiskMirrorTarget): Promise<void> {
+    mirror.startDiskMirror(this.host, vmId, target);
+  }
+
+  async diskMirrorStatus(vmId: string): Promise<DiskMirrorStats> {
+    return mirror.diskMirrorStatus(this.host, vmId);
+  }
+
+  async completeDiskMirror(vmId: string): Promise<DiskMirrorStats> {
+    return mirror.completeDiskMirror(this.host, vmId);
+  }
+
+  async cancelDiskMirror(vmId: string): Promise<void> {
+    mirror.cancelDiskMirror(this.host, vmId);
   }
 
   // ------------------------------------------------------------------ cold migration (cold-ops.ts)
