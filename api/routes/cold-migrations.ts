@@ -4,7 +4,7 @@
 // Capacity and datastore space are checked again by the workflow before anything moves.
 import type { FastifyReply } from 'fastify';
 import { Datastore, Host, Operation, Vm } from '../../db/entities.js';
-import { SA, workflowIds, type ColdMigrateInput } from '../../workflows/definitions.js';
+import { SA, workflowIds, type AutoChoice, type ColdMigrateInput } from '../../workflows/definitions.js';
 import type { ApiContext } from '../context.js';
 import { conflict, invalid } from '../errors.js';
 import { KNOB_FIELDS, type MigrationCreate } from '../schemas/index.js';
@@ -14,7 +14,7 @@ const MiB = 1024 * 1024;
 /** fields of a live migration's convergence policy: meaningless for a powered-off copy */
 const LIVE_ONLY = ['policy', 'maxDowntimeMs', 'approveSwitchover', ...KNOB_FIELDS] as const;
 
-export async function startColdMigration(ctx: ApiContext, vm: Vm, b: MigrationCreate, reply: FastifyReply, principal?: string) {
+export async function startColdMigration(ctx: ApiContext, vm: Vm, b: MigrationCreate, reply: FastifyReply, auto?: AutoChoice) {
   for (const k of LIVE_ONLY) if ((b as Record<string, unknown>)[k] !== undefined) throw invalid(k, `${k} applies to live migrations, not kind cold`, 400);
   const em = ctx.db.em();
   const workflowId = workflowIds.migrate(vm.id);
@@ -40,6 +40,7 @@ export async function startColdMigration(ctx: ApiContext, vm: Vm, b: MigrationCr
   }
   const input: ColdMigrateInput = {
     vmId: vm.id,
+    ...(auto ? { auto } : {}),
     ...(b.targetHostId !== undefined ? { targetHostId: b.targetHostId } : {}),
     ...(b.targetDatastoreId !== undefined ? { targetDatastoreId: b.targetDatastoreId } : {}),
     ...(b.force !== undefined ? { force: b.force } : {}),
@@ -52,8 +53,6 @@ export async function startColdMigration(ctx: ApiContext, vm: Vm, b: MigrationCr
     workflowType: 'coldMigrate',
     workflowId,
     args: [input],
-    ...(principal ? { memo: { principal } } : {}),
-    staticSummary: `cold migration of ${vm.name} (${vm.id}) from ${vm.hostId}${b.targetHostId ? ` to ${b.targetHostId}` : ''}`,
     searchAttributes: [
       { key: SA.VmId, value: vm.id },
       { key: SA.SourceHost, value: vm.hostId },
@@ -61,5 +60,5 @@ export async function startColdMigration(ctx: ApiContext, vm: Vm, b: MigrationCr
       { key: SA.MigrationKind, value: 'cold' },
     ],
   });
-  return reply.code(202).send({ migrationId: started.workflowId, vmId: vm.id, kind: 'cold', ...started });
+  return reply.code(202).send({ migrationId: started.workflowId, vmId: vm.id, kind: 'cold', ...(auto ? { auto } : {}), ...started });
 }
