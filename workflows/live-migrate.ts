@@ -12,6 +12,7 @@ import {
   CancellationScope,
   condition,
   isCancellation,
+  patched,
   setCurrentDetails,
   setHandler,
   sleep,
@@ -389,8 +390,20 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
   });
 
   async function rollBack(err: unknown): Promise<never> {
-    const cancelled = (err instanceof Rollback && err.cancelled) || isCancellation(err);
-    const reason = err instanceof Rollback ? err.message : cancelled ? cancelReason ?? 'workflow cancelled' : describeFailure(err);
+    let cancelled = (err instanceof Rollback && err.cancelled) || isCancellation(err);
+    let reason = err instanceof Rollback ? err.message : cancelled ? cancelReason ?? 'workflow cancelled' : describeFailure(err);
+    // The operator's cancel wins over a rollback for any other reason (the controller's abort, the
+    // round limit, a failed pre-copy or step) when it was received before the workflow acted on
+    // that reason: both landing in one workflow task (or the cancel during the activity whose
+    // result aborts) ends `cancelled`, as the operator asked; the superseded verdict stays in the
+    // decisions. Decided here, synchronously at the first step of the rollback, so the order in
+    // which the task's jobs arrive cannot change it. Patched: histories recorded before it rolled
+    // back under the controller's reason and must replay so.
+    if (!cancelled && cancelReason !== undefined && patched('cancel-wins-over-abort')) {
+      decisionLog('superseded-by-cancel', reason);
+      cancelled = true;
+      reason = cancelReason;
+    }
     const refused = !migrationStarted && progress.stageIndex === 0 && ['Refused', 'NotFound', 'InvalidArgument', 'Capacity'].includes(failureType(err) ?? '');
     progress.error = reason;
     const failedStage = progress.stage;

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { createDb, migrateUp, type Db } from '../../db/orm.js';
+import type { HypervisorDriver } from '../../drivers/hypervisor.js';
 import { Simulator } from '../../drivers/sim/index.js';
 import { seedCluster, type ClusterSpec } from '../../workers/cluster-spec.js';
 import { createControlWorker, createHostAgent, runWorkers } from '../../workers/create-worker.js';
@@ -98,7 +99,16 @@ export interface WorkerProcess {
   child: ResultPromise;
 }
 
-export async function startTestFerry(opts: { cluster?: ClusterSpec; timeScale?: number; workers?: 'in-process' | 'none'; databaseUrl?: string } = {}): Promise<TestFerry> {
+export async function startTestFerry(
+  opts: {
+    cluster?: ClusterSpec;
+    timeScale?: number;
+    workers?: 'in-process' | 'none';
+    databaseUrl?: string;
+    /** wraps a host agent's driver (a test steps in at a driver call, e.g. to signal at an exact moment) */
+    wrapDriver?: (driver: HypervisorDriver) => HypervisorDriver;
+  } = {},
+): Promise<TestFerry> {
   const address = await temporalAddress();
   const prefix = `t${randomUUID().slice(0, 8)}-`;
   const dir = mkdtempSync(join(tmpdir(), 'ferry-test-'));
@@ -128,7 +138,7 @@ export async function startTestFerry(opts: { cluster?: ClusterSpec; timeScale?: 
     async startWorkers() {
       connection ??= await NativeConnection.connect({ address });
       const workers: Worker[] = [await createControlWorker({ connection, namespace: 'default', prefix, deps: { db, faults: simFaultHook(sim), prediction: { timeScale } } })];
-      for (const h of cluster.hosts) workers.push(await createHostAgent({ connection, namespace: 'default', prefix, driver: sim.forHost(h.id), pollMs: 20 }));
+      for (const h of cluster.hosts) workers.push(await createHostAgent({ connection, namespace: 'default', prefix, driver: opts.wrapDriver ? opts.wrapDriver(sim.forHost(h.id)) : sim.forHost(h.id), pollMs: 20 }));
       running = runWorkers(workers);
     },
     async stopWorkers() {
