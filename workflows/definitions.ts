@@ -129,8 +129,17 @@ export interface CreateTemplateInput {
 export const MIGRATION_STAGES = ['pre-migration', 'reservation', 'pre-copy', 'stop-and-copy', 'commitment', 'activation'] as const;
 export type MigrationStage = (typeof MIGRATION_STAGES)[number] | 'queued' | 'rollback' | 'done';
 
+/** kind auto: what the API chose for the request and why (recorded on the Operation). */
+export interface AutoChoice {
+  requested: 'auto';
+  chose: 'live' | 'cold';
+  reason: string;
+}
+
 export interface LiveMigrateInput {
   vmId: string;
+  /** kind auto chose live: why */
+  auto?: AutoChoice;
   targetHostId?: string;
   /** named policy: default | minimal-downtime | converge-or-abort | suspend-if-needed */
   policy?: string;
@@ -233,6 +242,8 @@ export type ColdStage = (typeof COLD_STAGES)[number] | 'queued' | 'rollback' | '
 
 export interface ColdMigrateInput {
   vmId: string;
+  /** kind auto chose cold: why */
+  auto?: AutoChoice;
   targetHostId?: string;
   /** a datastore of the target (default: the VM's own when the target reaches it, else the target's roomiest) */
   targetDatastoreId?: string;

@@ -196,7 +196,7 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
     { key: SA.VmId, value: input.vmId },
     { key: SA.MigrationKind, value: 'live' },
   ]);
-  await ctl.beginOperation({ id: operationId, workflowId: info.workflowId, runId: info.runId, kind: 'migration', subkind: 'live', vmId: input.vmId, details: { policy: policy.name, policyKnobs: policy }, ...(input.principal ? { principal: input.principal } : {}) });
+  await ctl.beginOperation({ id: operationId, workflowId: info.workflowId, runId: info.runId, kind: 'migration', subkind: 'live', vmId: input.vmId, details: { policy: policy.name, policyKnobs: policy, ...(input.auto ? { auto: input.auto } : {}) }, ...(input.principal ? { principal: input.principal } : {}) });
 
   // compensations retry 3 times on top of their activity's own retry policy, 1 s, 2 s apart
   const saga = new Saga({ maxAttempts: 3, pauseBetweenAttempts: (a) => sleep(a * 1000) });

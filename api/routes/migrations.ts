@@ -13,6 +13,7 @@ import {
   setMigrationParamsUpdate,
   switchoverUpdate,
   workflowIds,
+  type AutoChoice,
   type LiveMigrateInput,
   type MigrationProgress,
   type SetMigrationParamsInput,
@@ -26,6 +27,7 @@ import { AnyList, AnyObject, CancelBody, ErrorSchema, idParams, KNOB_FIELDS, Mig
 import { startWorkflow, webUiUrl, withTimeout } from '../temporal.js';
 import { findVm } from './vms.js';
 import { startColdMigration } from './cold-migrations.js';
+import { chooseAuto, startStorageMigration } from './storage-migrations.js';
 
 const MiB = 1024 * 1024;
 /** a query answers from the worker's cache; more than this means no worker is polling */
@@ -91,7 +93,7 @@ export function migrationRoutes(app: FastifyInstance, ctx: ApiContext): void {
     {
       schema: {
         tags: ['migrations'],
-        summary: 'Migrate a VM (live is implemented; cold, storage and auto are planned)',
+        summary: 'Migrate a VM: live (shared storage or disk copy), cold, storage (another datastore of its host) or auto',
         description: `Policy knobs may be overridden per request: maxDowntimeMs, maxBandwidthMiBps, approveSwitchover, ${KNOB_FIELDS.join(', ')}.`,
         params: idParams,
         body: MigrationCreate,
@@ -99,10 +101,13 @@ export function migrationRoutes(app: FastifyInstance, ctx: ApiContext): void {
       },
     },
     async (req, reply) => {
-      const b = req.body;
-      if (b.kind === 'cold') return startColdMigration(ctx, await findVm(ctx.db.em(), req.params.id), b, reply);
-      if (b.kind !== 'live') throw invalid('kind', `kind ${b.kind} is not implemented yet (only live)`);
-      if (b.targetDatastoreId !== undefined) throw invalid('targetDatastoreId', 'applies to storage migrations, which are not implemented yet');
+      let b = req.body;
+      let auto: AutoChoice | undefined;
+      if (b.kind !== 'auto' && b.allowCold !== undefined) throw invalid('allowCold', 'allowCold applies to kind auto', 400);
+      if (b.kind === 'auto') ({ auto, body: b } = await chooseAuto(ctx, await findVm(ctx.db.em(), req.params.id), b));
+      if (b.kind === 'cold') return startColdMigration(ctx, await findVm(ctx.db.em(), req.params.id), b, reply, auto);
+      if (b.kind === 'storage') return startStorageMigration(ctx, await findVm(ctx.db.em(), req.params.id), b, reply);
+      if (b.targetDatastoreId !== undefined) throw invalid('targetDatastoreId', 'applies to kinds storage and cold, not live (a live migration without shared storage picks the target\'s datastore)');
       const overrides = policyOverrides(b);
 
       const em = ctx.db.em();
@@ -138,18 +143,14 @@ export function migrationRoutes(app: FastifyInstance, ctx: ApiContext): void {
             throw invalid('targetHostId', `network ${net.name} is not available on host ${target.id}`);
           }
         }
-        if (vm.datastoreId) {
-          const ds = await em.findOne(Datastore, { id: vm.datastoreId });
-          if (ds && !(ds.shared && ds.hostIds.includes(target.id))) {
-            throw invalid('targetHostId', `host ${target.id} does not reach datastore ${ds.name} (live migration with disk copy is not implemented yet)`);
-          }
-        }
+        // a target that does not reach the VM's datastore gets the disks copied (copyDisks)
       }
 
       const input: LiveMigrateInput = {
         vmId: vm.id,
         ...(b.targetHostId !== undefined ? { targetHostId: b.targetHostId } : {}),
         ...(b.policy !== undefined ? { policy: b.policy } : {}),
+        ...(auto ? { auto } : {}),
         ...(Object.keys(overrides).length ? { overrides } : {}),
       };
       const started = await startWorkflow(ctx.t, {
@@ -163,7 +164,7 @@ export function migrationRoutes(app: FastifyInstance, ctx: ApiContext): void {
           { key: SA.MigrationKind, value: 'live' },
         ],
       });
-      return reply.code(202).send({ migrationId: started.workflowId, vmId: vm.id, kind: 'live', ...started });
+      return reply.code(202).send({ migrationId: started.workflowId, vmId: vm.id, kind: 'live', ...(auto ? { auto } : {}), ...started });
     },
   );
 

@@ -195,6 +195,7 @@ export const MigrationCreate = z.strictObject({
   start: z.boolean().optional().describe('cold: start on the target if it ran before (default true)'),
   flatten: z.boolean().optional().describe('cold: flatten linked clones (false = keep the chain, refused if its base is not on the target)'),
   shutdownTimeoutMs: z.number().int().min(1000).max(3_600_000).optional().describe('cold: graceful shutdown timeout (default 60000)'),
+  allowCold: z.boolean().optional().describe('auto: may fall back to a cold migration when live is not possible'),
   ...knob,
 });
 export type MigrationCreate = z.infer<typeof MigrationCreate>;

@@ -107,8 +107,7 @@ describe('POST /v1/vms/:id/migrations', () => {
 
   const refusals: Array<[string, string, Record<string, unknown>, number, string]> = [
     ['cold is not implemented', 'vm-b', { kind: 'cold' }, 422, 'kind'],
-    ['storage is not implemented', 'vm-b', { kind: 'storage' }, 422, 'kind'],
-    ['auto is not implemented', 'vm-b', { kind: 'auto' }, 422, 'kind'],
+    ['storage without targetDatastoreId', 'vm-b', { kind: 'storage' }, 422, 'targetDatastoreId'],
     ['unknown kind', 'vm-b', { kind: 'teleport' }, 400, 'kind'],
     ['missing kind', 'vm-b', {}, 400, 'kind'],
     ['unknown policy', 'vm-b', { kind: 'live', policy: 'yolo' }, 400, 'policy'],
