@@ -46,6 +46,8 @@ export function createControlActivities(deps: ControlActivityDeps) {
       sourceHostId?: string;
       targetHostId?: string;
       details?: Record<string, unknown>;
+      /** who started it (the API principal from the workflow input) */
+      principal?: string;
     }): Promise<void> {
       await operations.createOperation(db, input);
     },

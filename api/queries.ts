@@ -186,6 +186,7 @@ export function operationDto(o: Operation) {
     sourceHostId: o.sourceHostId ?? null,
     targetHostId: o.targetHostId ?? null,
     details: o.details ?? {},
+    principal: o.principal ?? null,
     error: o.error ?? null,
     startedAt: iso(o.startedAt),
     endedAt: iso(o.endedAt),

@@ -35,13 +35,14 @@ export function webUiUrl(d: Pick<TemporalDeps, 'webUiBaseUrl' | 'namespace'>, wo
  */
 export async function startWorkflow(
   d: TemporalDeps,
-  opts: { workflowType: string; workflowId: string; args: unknown[]; searchAttributes?: SearchAttributePair[] },
+  opts: { workflowType: string; workflowId: string; args: unknown[]; searchAttributes?: SearchAttributePair[]; memo?: Record<string, unknown> },
 ): Promise<Started> {
   try {
     const handle = await d.temporal.workflow.start(opts.workflowType, {
       workflowId: opts.workflowId,
       taskQueue: d.taskQueue,
       args: opts.args,
+      ...memoOf(opts),
       ...(opts.searchAttributes?.length ? { typedSearchAttributes: opts.searchAttributes } : {}),
     });
     const runId = handle.firstExecutionRunId;
@@ -51,6 +52,13 @@ export async function startWorkflow(
     if (e instanceof WorkflowExecutionAlreadyStartedError) throw await alreadyRunning(d, opts.workflowId);
     throw e;
   }
+}
+
+/** `{ memo }` naming the principal of the input (args[0].principal) next to any memo given; `{}` when empty. */
+export function memoOf(opts: { args: unknown[]; memo?: Record<string, unknown> }): { memo?: Record<string, unknown> } {
+  const principal = (opts.args[0] as { principal?: unknown } | undefined)?.principal;
+  const memo = { ...opts.memo, ...(typeof principal === 'string' ? { principal } : {}) };
+  return Object.keys(memo).length ? { memo } : {};
 }
 
 export async function alreadyRunning(d: TemporalDeps, workflowId: string, what = 'operation') {

@@ -55,6 +55,7 @@ export async function evacuateHost(input: EvacuateInput): Promise<FleetProgress>
       subkind: input.dryRun ? 'dry-run' : undefined,
       sourceHostId: input.hostId,
       details: { request: requestOf(input), ...(input.principal ? { principal: input.principal } : {}) },
+      ...(input.principal ? { principal: input.principal } : {}),
     });
   }
 

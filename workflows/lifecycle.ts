@@ -19,7 +19,7 @@ export async function vmLifecycle(input: LifecycleInput): Promise<{ vmId: string
     { key: SA.Stage, value: input.action },
   ]);
   const operationId = info.runId;
-  await ctl.beginOperation({ id: operationId, workflowId: info.workflowId, runId: info.runId, kind: 'lifecycle', subkind: input.action, vmId: input.vmId });
+  await ctl.beginOperation({ id: operationId, workflowId: info.workflowId, runId: info.runId, kind: 'lifecycle', subkind: input.action, vmId: input.vmId, ...(input.principal ? { principal: input.principal } : {}) });
   try {
     const vm = await ctl.getVmForLifecycle({ vmId: input.vmId, action: input.action });
     const timeoutMs = input.timeoutMs ?? 60_000;
@@ -71,7 +71,7 @@ export async function createTemplateFromVm(input: CreateTemplateInput): Promise<
   const { info, ctl, onHost } = workflowContext();
   const operationId = info.runId;
   upsertSearchAttributes([{ key: SA.VmId, value: input.vmId }]);
-  await ctl.beginOperation({ id: operationId, workflowId: info.workflowId, runId: info.runId, kind: 'template', vmId: input.vmId, details: { name: input.name } });
+  await ctl.beginOperation({ id: operationId, workflowId: info.workflowId, runId: info.runId, kind: 'template', vmId: input.vmId, details: { name: input.name }, ...(input.principal ? { principal: input.principal } : {}) });
   let vm: Awaited<ReturnType<ControlActivities['getVmForLifecycle']>>;
   try {
     vm = await ctl.getVmForLifecycle({ vmId: input.vmId, action: 'template' });

@@ -65,7 +65,7 @@ export async function provisionVm(input: ProvisionInput): Promise<ProvisionResul
   }
 
   upsertSearchAttributes([{ key: SA.VmId, value: input.vmId }]);
-  await ctl.beginOperation({ id: operationId, workflowId: info.workflowId, runId: info.runId, kind: 'provision', subkind: input.source.kind, vmId: input.vmId });
+  await ctl.beginOperation({ id: operationId, workflowId: info.workflowId, runId: info.runId, kind: 'provision', subkind: input.source.kind, vmId: input.vmId, ...(input.principal ? { principal: input.principal } : {}) });
 
   // compensations retry 3 times on top of their activity's own retry policy, 1 s, 2 s apart
   const saga = new Saga({ maxAttempts: 3, pauseBetweenAttempts: (a) => sleep(a * 1000) });

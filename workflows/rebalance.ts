@@ -50,6 +50,7 @@ export async function rebalance(input: RebalanceInput): Promise<FleetProgress> {
     kind: 'rebalance',
     subkind: input.dryRun ? 'dry-run' : undefined,
     details: { request: { ...req, dryRun: input.dryRun, planId: input.planId }, ...(input.principal ? { principal: input.principal } : {}) },
+    ...(input.principal ? { principal: input.principal } : {}),
   });
 
   try {

@@ -51,7 +51,7 @@ export async function reconcile(input: ReconcileInput = {}): Promise<ReconcileRe
     utilization: [],
   };
   setHandler(reconcileProgressQuery, () => progress);
-  await ctl.beginOperation({ id: operationId, workflowId: info.workflowId, runId: info.runId, kind: 'reconcile', details: input.principal ? { principal: input.principal } : {} });
+  await ctl.beginOperation({ id: operationId, workflowId: info.workflowId, runId: info.runId, kind: 'reconcile', details: input.principal ? { principal: input.principal } : {}, ...(input.principal ? { principal: input.principal } : {}) });
   try {
     const hosts = await drift.reconcileHosts();
     progress.hostsAsked = hosts;

@@ -76,7 +76,7 @@ export function driftRoutes(app: FastifyInstance, ctx: ApiContext): void {
 
   typed.post(
     '/v1/reconcile',
-    { schema: { tags: ['drift'], summary: 'Run Reconcile now (409 while one runs)', body: ReconcileBody, response: { 202: AnyObject, 400: ErrorSchema, 409: ErrorSchema } } },
+    { config: { idempotent: true }, schema: { tags: ['drift'], summary: 'Run Reconcile now (409 while one runs)', body: ReconcileBody, response: { 202: AnyObject, 400: ErrorSchema, 409: ErrorSchema } } },
     async (req, reply) => {
       const input: ReconcileInput = { principal: principalOf(req), ...(req.body?.agentTimeoutMs !== undefined ? { agentTimeoutMs: req.body.agentTimeoutMs } : {}) };
       const started = await startWorkflow(ctx.t, { workflowType: 'reconcile', workflowId: `${ctx.prefix}${fleetIds.reconcile(DEFAULT_CLUSTER)}`, args: [input] });

@@ -20,11 +20,13 @@ import {
   type EvacuateInput,
   type FleetProgress,
 } from '../../workflows/definitions.js';
+import { principalOf } from '../auth.js';
 import type { ApiContext } from '../context.js';
 import { conflict, invalid, notFound } from '../errors.js';
 import { afterKey, decodeCursor, DEFAULT_LIMIT, page, pageQuery } from '../pagination.js';
 import { findOperation } from '../queries.js';
 import { AnyList, AnyObject, ErrorSchema, idParams } from '../schemas/index.js';
+import { steered } from '../steering.js';
 import { startWorkflow, webUiUrl, withTimeout } from '../temporal.js';
 
 /** a dry run plans in well under a second; more means no control worker is polling */
@@ -54,6 +56,7 @@ export function fleetRoutes(app: FastifyInstance, ctx: ApiContext): void {
   r.post(
     '/v1/hosts/:id/evacuate',
     {
+      config: { idempotent: true },
       schema: {
         tags: ['fleet'],
         summary: 'Evacuate a host for maintenance (dryRun: the plan with predicted durations, stored for approval)',
@@ -67,7 +70,7 @@ export function fleetRoutes(app: FastifyInstance, ctx: ApiContext): void {
       const host = await ctx.db.em().findOne(Host, { id: req.params.id });
       if (!host) throw notFound('host', req.params.id);
       if (b.policy !== undefined) assertPolicy(b.policy);
-      const input: EvacuateInput = { hostId: host.id, maxParallel: b.maxParallel, allowCold: b.allowCold, includeStopped: b.includeStopped, policy: b.policy };
+      const input: EvacuateInput = { hostId: host.id, maxParallel: b.maxParallel, allowCold: b.allowCold, includeStopped: b.includeStopped, policy: b.policy, principal: principalOf(req) };
       if (b.dryRun) {
         const planId = `plan-${randomBytes(6).toString('hex')}`;
         const progress = await runPlan(ctx, fleetIds.plan(planId), 'evacuateHost', { ...input, dryRun: true, planId });
@@ -126,6 +129,7 @@ export function fleetRoutes(app: FastifyInstance, ctx: ApiContext): void {
           const body = (req.body ?? {}) as { reason?: string; abortRunning?: boolean };
           await handle.signal(cancelFleetSignal, { reason: body.reason, abortRunning: body.abortRunning });
         }
+        await steered(ctx, op, req, action);
         return reply.code(202).send({ evacuationId: workflowId, action, webUiUrl: webUiUrl(ctx.t, workflowId) });
       },
     );
@@ -146,7 +150,7 @@ export function fleetRoutes(app: FastifyInstance, ctx: ApiContext): void {
 
   r.post(
     '/v1/plans/:id/approve',
-    { schema: { tags: ['fleet'], summary: 'Execute exactly a stored plan, after re-checking it against the inventory (stale: 409, nothing done)', params: idParams, response: { 202: AnyObject, ...errors } } },
+    { config: { idempotent: true }, schema: { tags: ['fleet'], summary: 'Execute exactly a stored plan, after re-checking it against the inventory (stale: 409, nothing done)', params: idParams, response: { 202: AnyObject, ...errors } } },
     async (req, reply) => {
       const plan = await ctx.db.em().findOne(Plan, { id: req.params.id });
       if (!plan) throw notFound('plan', req.params.id);
@@ -154,8 +158,8 @@ export function fleetRoutes(app: FastifyInstance, ctx: ApiContext): void {
       const request = plan.request as Record<string, unknown>;
       const [workflowType, workflowId, args] =
         plan.kind === 'evacuation'
-          ? ['evacuateHost', wid(workflowIds.evacuate(plan.subject)), { ...request, hostId: plan.subject, planId: plan.id, dryRun: false }]
-          : ['rebalance', wid(fleetIds.rebalance(plan.subject)), { ...request, cluster: plan.subject, planId: plan.id, dryRun: false }];
+          ? ['evacuateHost', wid(workflowIds.evacuate(plan.subject)), { ...request, hostId: plan.subject, planId: plan.id, dryRun: false, principal: principalOf(req) }]
+          : ['rebalance', wid(fleetIds.rebalance(plan.subject)), { ...request, cluster: plan.subject, planId: plan.id, dryRun: false, principal: principalOf(req) }];
       const started = await startWorkflow(ctx.t, { workflowType, workflowId, args: [args] });
       // answer once the workflow has re-checked the plan: refused plans are a 409 with the reason
       const handle = ctx.temporal.workflow.getHandle(workflowId, started.runId);

@@ -20,6 +20,7 @@ export function operationRoutes(app: FastifyInstance, ctx: ApiContext): void {
     if (q.kind) where.kind = q.kind;
     if (q.state) where.state = q.state;
     if (q.vmId) where.vmId = q.vmId;
+    if (q.principal) where.principal = q.principal;
     const rows = await ctx.db.em().find(Operation, where, { orderBy: { startedAt: 'desc', id: 'desc' }, limit: limit + 1 });
     const p = page(rows, limit, (o) => o.startedAt);
     return { items: p.rows.map((o) => ({ ...operationDto(o), webUiUrl: webUiUrl(ctx.t, o.workflowId, o.runId ?? undefined) })), nextCursor: p.nextCursor };

@@ -10,6 +10,7 @@ import { z } from 'zod';
 import { ScheduleAlreadyRunning, ScheduleNotFoundError, ScheduleOverlapPolicy, type Client, type ScheduleSpec } from '@temporalio/client';
 import { Operation } from '../../db/entities.js';
 import { DEFAULT_CLUSTER, fleetIds, type RebalanceInput } from '../../workflows/definitions.js';
+import { principalOf } from '../auth.js';
 import type { ApiContext } from '../context.js';
 import { invalid, notFound } from '../errors.js';
 import { afterKey, decodeCursor, DEFAULT_LIMIT, page, pageQuery } from '../pagination.js';
@@ -147,11 +148,12 @@ export function rebalanceRoutes(app: FastifyInstance, ctx: ApiContext): void {
 
   r.post(
     '/v1/rebalance',
-    { schema: { tags: ['fleet'], summary: 'Balance load across hosts now (dryRun: the plan with imbalance before/after, stored for approval)', body: RebalanceBody, response: { 200: AnyObject, 202: AnyObject, ...errors } } },
+    { config: { idempotent: true }, schema: { tags: ['fleet'], summary: 'Balance load across hosts now (dryRun: the plan with imbalance before/after, stored for approval)', body: RebalanceBody, response: { 200: AnyObject, 202: AnyObject, ...errors } } },
     async (req, reply) => {
       const b = req.body ?? {};
       const input: RebalanceInput = {
         cluster: DEFAULT_CLUSTER,
+        principal: principalOf(req),
         level: b.level,
         maxMoves: b.maxMoves,
         maxParallel: b.maxParallel,

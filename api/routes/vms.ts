@@ -16,6 +16,7 @@ import {
   type ProvisionInput,
   type ProvisionSource,
 } from '../../workflows/definitions.js';
+import { principalOf } from '../auth.js';
 import type { ApiContext } from '../context.js';
 import { conflict, invalid, notFound } from '../errors.js';
 import { afterKey, decodeCursor, DEFAULT_LIMIT, page } from '../pagination.js';
@@ -50,6 +51,7 @@ export function vmRoutes(app: FastifyInstance, ctx: ApiContext): void {
   r.post(
     '/v1/vms',
     {
+      config: { idempotent: true },
       schema: {
         tags: ['vms'],
         summary: 'Provision a VM (ProvisionVm workflow: select, load software, customize, start)',
@@ -88,6 +90,7 @@ export function vmRoutes(app: FastifyInstance, ctx: ApiContext): void {
 
       const input: ProvisionInput = {
         vmId,
+        principal: principalOf(req),
         name: b.name,
         cpus: b.cpus,
         memoryMiB: b.memoryMiB,
@@ -146,7 +149,7 @@ export function vmRoutes(app: FastifyInstance, ctx: ApiContext): void {
     async (req) => vmDto(await findVm(ctx.db.em(), req.params.id)),
   );
 
-  const lifecycle = async (vmRef: string, action: LifecycleAction, opts: { force?: boolean; timeoutMs?: number }) => {
+  const lifecycle = async (vmRef: string, action: LifecycleAction, opts: { force?: boolean; timeoutMs?: number }, principal: string) => {
     const em = ctx.db.em();
     const vm = await findVm(em, vmRef);
     if (!ALLOWED[action].includes(vm.state)) {
@@ -157,7 +160,7 @@ export function vmRoutes(app: FastifyInstance, ctx: ApiContext): void {
       const op = running[0]!;
       throw conflict(`vm ${vm.id} has a ${op.kind} operation running (${op.workflowId})`, { vmId: vm.id, operationId: op.id, workflowId: op.workflowId });
     }
-    const input: LifecycleInput = { vmId: vm.id, action, ...(opts.force !== undefined ? { force: opts.force } : {}), ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}) };
+    const input: LifecycleInput = { vmId: vm.id, action, principal, ...(opts.force !== undefined ? { force: opts.force } : {}), ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}) };
     const started = await startWorkflow(ctx.t, {
       workflowType: 'vmLifecycle',
       workflowId: workflowIds.lifecycle(vm.id, action),
@@ -174,27 +177,28 @@ export function vmRoutes(app: FastifyInstance, ctx: ApiContext): void {
     response: { 202: Accepted.extend({ vmId: z.string(), action: z.string() }), 400: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema },
   });
 
-  r.post('/v1/vms/:id/start', { schema: lifecycleSchema('Start a stopped VM') }, async (req, reply) =>
-    reply.code(202).send(await lifecycle(req.params.id, 'start', {})),
+  r.post('/v1/vms/:id/start', { config: { idempotent: true }, schema: lifecycleSchema('Start a stopped VM') }, async (req, reply) =>
+    reply.code(202).send(await lifecycle(req.params.id, 'start', {}, principalOf(req))),
   );
-  r.post('/v1/vms/:id/stop', { schema: lifecycleSchema('Stop a VM (graceful, then forced if force)', { body: StopBody }) }, async (req, reply) =>
-    reply.code(202).send(await lifecycle(req.params.id, 'stop', req.body ?? {})),
+  r.post('/v1/vms/:id/stop', { config: { idempotent: true }, schema: lifecycleSchema('Stop a VM (graceful, then forced if force)', { body: StopBody }) }, async (req, reply) =>
+    reply.code(202).send(await lifecycle(req.params.id, 'stop', req.body ?? {}, principalOf(req))),
   );
-  r.post('/v1/vms/:id/reboot', { schema: lifecycleSchema('Reboot a running VM') }, async (req, reply) =>
-    reply.code(202).send(await lifecycle(req.params.id, 'reboot', {})),
+  r.post('/v1/vms/:id/reboot', { config: { idempotent: true }, schema: lifecycleSchema('Reboot a running VM') }, async (req, reply) =>
+    reply.code(202).send(await lifecycle(req.params.id, 'reboot', {}, principalOf(req))),
   );
   r.delete(
     '/v1/vms/:id',
-    { schema: lifecycleSchema('Delete a VM (stops it first; force = power off after the graceful timeout)', { querystring: z.object({ force: z.enum(['true', 'false']).optional() }) }) },
+    { config: { idempotent: true }, schema: lifecycleSchema('Delete a VM (stops it first; force = power off after the graceful timeout)', { querystring: z.object({ force: z.enum(['true', 'false']).optional() }) }) },
     async (req, reply) => {
       const force = (req.query as { force?: string }).force;
-      return reply.code(202).send(await lifecycle(req.params.id, 'delete', force === undefined ? {} : { force: force === 'true' }));
+      return reply.code(202).send(await lifecycle(req.params.id, 'delete', force === undefined ? {} : { force: force === 'true' }, principalOf(req)));
     },
   );
 
   r.post(
     '/v1/vms/:id/templates',
     {
+      config: { idempotent: true },
       schema: {
         tags: ['templates'],
         summary: 'Create a template from a VM (CreateTemplateFromVm workflow)',
@@ -215,6 +219,7 @@ export function vmRoutes(app: FastifyInstance, ctx: ApiContext): void {
         templateId,
         name: req.body.name,
         vmId: vm.id,
+        principal: principalOf(req),
         ...(req.body.os !== undefined ? { os: req.body.os } : {}),
         ...(req.body.owner !== undefined ? { owner: req.body.owner } : {}),
         ...(req.body.department !== undefined ? { department: req.body.department } : {}),

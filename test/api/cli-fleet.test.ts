@@ -171,7 +171,7 @@ describe('ferry evacuate', () => {
     assert.equal(await c.run('evacuate', 'h1', '--max-parallel', '3', '--allow-cold', '--include-stopped'), 0, c.err);
     const s = t.temporal.starts[0]!;
     assert.equal(s.workflowType, 'evacuateHost');
-    assert.deepEqual(s.args[0], { hostId: 'h1', maxParallel: 3, allowCold: true, includeStopped: true, policy: undefined });
+    assert.deepEqual(s.args[0], { hostId: 'h1', maxParallel: 3, allowCold: true, includeStopped: true, policy: undefined, principal: 'bootstrap-admin' });
     assert.match(c.out, /^evacuation of h1 started$/m);
     assert.match(c.out, new RegExp(`^  id:\\s+${s.workflowId}$`, 'm'));
     assert.match(c.out, new RegExp(`^  workflow: ${s.workflowId} \\(run ${s.runId}\\)$`, 'm'));

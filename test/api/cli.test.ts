@@ -206,11 +206,11 @@ describe('ferry CLI against a listening API', () => {
     const c = cli();
     assert.equal(await c.run('vms', 'stop', 'vm-a', '--force'), 0, c.err);
     assert.match(c.out, /vm vm-a: stop started \(workflow vm-stop-vm-a\)/);
-    assert.deepEqual(t.temporal.starts[0]!.args[0], { vmId: 'vm-a', action: 'stop', force: true });
+    assert.deepEqual(t.temporal.starts[0]!.args[0], { vmId: 'vm-a', action: 'stop', principal: 'bootstrap-admin', force: true });
     t.temporal.finish('vm-stop-vm-a');
     const d = cli();
     assert.equal(await d.run('vms', 'delete', 'vm-b', '--force'), 0, d.err);
-    assert.deepEqual(t.temporal.starts[1]!.args[0], { vmId: 'vm-b', action: 'delete', force: true });
+    assert.deepEqual(t.temporal.starts[1]!.args[0], { vmId: 'vm-b', action: 'delete', principal: 'bootstrap-admin', force: true });
     const e = cli();
     assert.equal(await e.run('vms', 'start', 'vm-a'), 1);
     assert.match(e.err, /cannot start vm vm-a while it is running/);

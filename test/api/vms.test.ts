@@ -44,6 +44,7 @@ describe('POST /v1/vms', () => {
     assert.deepEqual(s.args, [
       {
         vmId: body.vmId,
+        principal: 'env-operator',
         name: 'web-ok',
         cpus: 2,
         memoryMiB: 1024,
@@ -250,7 +251,7 @@ describe('VM lifecycle', () => {
     const s = t.temporal.starts.at(-1)!;
     assert.equal(s.workflowType, 'vmLifecycle');
     assert.equal(s.workflowId, 'vm-stop-vm-run');
-    assert.deepEqual(s.args, [{ vmId: 'vm-run', action: 'stop', force: true, timeoutMs: 5000 }]);
+    assert.deepEqual(s.args, [{ vmId: 'vm-run', action: 'stop', principal: 'env-operator', force: true, timeoutMs: 5000 }]);
     assert.deepEqual(s.searchAttributes, { VmId: 'vm-run' });
     const b = res.json();
     assert.equal(b.workflowId, 'vm-stop-vm-run');
@@ -267,11 +268,11 @@ describe('VM lifecycle', () => {
   it('start, reboot and delete map to their actions and states', async () => {
     const n = t.temporal.starts.length;
     assert.equal((await t.call('POST', '/v1/vms/stopped/start')).statusCode, 202);
-    assert.deepEqual(t.temporal.starts.at(-1)!.args, [{ vmId: 'vm-stopped', action: 'start' }]);
+    assert.deepEqual(t.temporal.starts.at(-1)!.args, [{ vmId: 'vm-stopped', action: 'start', principal: 'bootstrap-admin' }]);
     assert.equal((await t.call('POST', '/v1/vms/vm-run/reboot')).statusCode, 202);
     assert.equal(t.temporal.starts.at(-1)!.workflowId, 'vm-reboot-vm-run');
     assert.equal((await t.call('DELETE', '/v1/vms/vm-run?force=true')).statusCode, 202);
-    assert.deepEqual(t.temporal.starts.at(-1)!.args, [{ vmId: 'vm-run', action: 'delete', force: true }]);
+    assert.deepEqual(t.temporal.starts.at(-1)!.args, [{ vmId: 'vm-run', action: 'delete', principal: 'bootstrap-admin', force: true }]);
     assert.equal(t.temporal.starts.length, n + 3);
   });
 
@@ -318,6 +319,7 @@ describe('VM lifecycle', () => {
       templateId: undefined,
       name: 'golden',
       vmId: 'vm-stopped',
+      principal: 'bootstrap-admin',
       owner: 'alice',
       department: 'web',
       tags: ['gold'],

@@ -22,6 +22,7 @@ export interface StartCall {
   args: unknown[];
   searchAttributes: Record<string, unknown>;
   runId: string;
+  memo?: Record<string, unknown>;
 }
 
 type Named = string | { name: string };
@@ -61,7 +62,7 @@ export class FakeTemporal {
   };
 
   readonly workflow = {
-    start: async (workflowType: string, opts: { workflowId: string; taskQueue: string; args?: unknown[]; typedSearchAttributes?: Array<{ key: { name: string }; value: unknown }> }) => {
+    start: async (workflowType: string, opts: { workflowId: string; taskQueue: string; args?: unknown[]; typedSearchAttributes?: Array<{ key: { name: string }; value: unknown }>; memo?: Record<string, unknown> }) => {
       if (this.failNextStart) {
         const e = this.failNextStart;
         this.failNextStart = undefined;
@@ -73,7 +74,7 @@ export class FakeTemporal {
       }
       const runId = randomUUID();
       const searchAttributes = Object.fromEntries((opts.typedSearchAttributes ?? []).map((p) => [p.key.name, p.value]));
-      this.starts.push({ workflowType, workflowId: opts.workflowId, taskQueue: opts.taskQueue, args: opts.args ?? [], searchAttributes, runId });
+      this.starts.push({ workflowType, workflowId: opts.workflowId, taskQueue: opts.taskQueue, args: opts.args ?? [], searchAttributes, runId, ...(opts.memo ? { memo: opts.memo } : {}) });
       this.runs.set(opts.workflowId, { workflowId: opts.workflowId, runId, workflowType, status: 'RUNNING' });
       return { workflowId: opts.workflowId, firstExecutionRunId: runId };
     },
