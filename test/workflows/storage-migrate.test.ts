@@ -82,7 +82,7 @@ describe('StorageMigrate (simulator)', () => {
     assert.deepEqual(vm.diskPaths, r.diskPaths);
     assert.equal(vm.state, 'running');
     assert.ok(!diskPathsOf('local-h1').some((p) => p.includes(vmId)), 'no partial copy on local-h1');
-    assert.deepEqual((await f.sim.forHost('h1').diskMirrorStatus(vmId)).status, 'none');
+    assert.deepEqual((await f.sim.forHost('h1').diskMirrorStatus!(vmId)).status, 'none');
     const allocs = await f.db.em().find(Allocation, { vmId });
     assert.deepEqual(allocs.map((a) => `${a.hostId}:${a.kind}:${a.datastoreId}`), ['h1:vm:shared']);
     assert.equal((await f.db.em().findOneOrFail(Operation, { workflowId: h.workflowId })).state, 'cancelled');
