@@ -4309,7 +4309,7 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * Migrate a VM (live is implemented; cold, storage and auto are planned)
+         * Migrate a VM: live (shared storage or disk copy), cold, storage (another datastore of its host) or auto
          * @description Policy knobs may be overridden per request: maxDowntimeMs, maxBandwidthMiBps, approveSwitchover, initialDowntimeMs, downtimeSteps, downtimeStepDelaySecPerGiB, completionTimeoutSecPerGiB, progressTimeoutSec, stallWindowSec, maxRounds, maxSentFactor, onStall, throttleInitialPct, throttleIncrementPct, throttleMaxPct, throttleStepSec, onThrottleExhausted.
          */
         post: {
@@ -4324,6 +4324,8 @@ export interface paths {
             requestBody: {
                 content: {
                     "application/json": {
+                        /** @description auto: may fall back to a cold migration when live is not possible */
+                        allowCold?: boolean;
                         /** @description false = hold at switchover until POST .../switchover */
                         approveSwitchover?: boolean;
                         completionTimeoutSecPerGiB?: number;
