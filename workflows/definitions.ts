@@ -52,6 +52,8 @@ export type ProvisionSource =
 
 export interface ProvisionInput {
   vmId: string;
+  /** who asked (API principal), recorded on the operation */
+  principal?: string;
   name: string;
   cpus: number;
   memoryMiB: number;
@@ -108,6 +110,8 @@ export interface ProvisionResult {
 export type LifecycleAction = 'start' | 'stop' | 'reboot' | 'delete';
 export interface LifecycleInput {
   vmId: string;
+  /** who asked (API principal), recorded on the operation */
+  principal?: string;
   action: LifecycleAction;
   /** stop/delete: force off after the graceful timeout */
   force?: boolean;
@@ -116,6 +120,8 @@ export interface LifecycleInput {
 
 export interface CreateTemplateInput {
   templateId: string;
+  /** who asked (API principal), recorded on the operation */
+  principal?: string;
   name: string;
   vmId: string;
   os?: string;
@@ -138,6 +144,8 @@ export interface AutoChoice {
 
 export interface LiveMigrateInput {
   vmId: string;
+  /** who asked (API principal), recorded on the operation */
+  principal?: string;
   /** kind auto chose live: why */
   auto?: AutoChoice;
   targetHostId?: string;

@@ -19,11 +19,13 @@ import {
   type SetMigrationParamsInput,
 } from '../../workflows/definitions.js';
 import { PolicyError, POLICIES, resolvePolicy, type PolicyName, type PolicyOverrides } from '../../domain/policies.js';
+import { principalOf } from '../auth.js';
 import type { ApiContext } from '../context.js';
 import { conflict, HttpError, invalid, notFound } from '../errors.js';
 import { afterKey, decodeCursor, DEFAULT_LIMIT, page } from '../pagination.js';
 import { findOperation } from '../queries.js';
 import { AnyList, AnyObject, CancelBody, ErrorSchema, idParams, KNOB_FIELDS, MigrationAccepted, MigrationCreate, MigrationListQuery, MigrationPatch } from '../schemas/index.js';
+import { steered } from '../steering.js';
 import { startWorkflow, webUiUrl, withTimeout } from '../temporal.js';
 import { findVm } from './vms.js';
 import { startColdMigration } from './cold-migrations.js';
@@ -91,6 +93,7 @@ export function migrationRoutes(app: FastifyInstance, ctx: ApiContext): void {
   r.post(
     '/v1/vms/:id/migrations',
     {
+      config: { idempotent: true },
       schema: {
         tags: ['migrations'],
         summary: 'Migrate a VM: live (shared storage or disk copy), cold, storage (another datastore of its host) or auto',
@@ -148,6 +151,7 @@ export function migrationRoutes(app: FastifyInstance, ctx: ApiContext): void {
 
       const input: LiveMigrateInput = {
         vmId: vm.id,
+        principal: principalOf(req),
         ...(b.targetHostId !== undefined ? { targetHostId: b.targetHostId } : {}),
         ...(b.policy !== undefined ? { policy: b.policy } : {}),
         ...(auto ? { auto } : {}),
@@ -209,7 +213,8 @@ export function migrationRoutes(app: FastifyInstance, ctx: ApiContext): void {
       const { op, workflowId } = await locate(ctx, req.params.id);
       const handle = handleOf(ctx, workflowId, op);
       await assertRunning(handle, workflowId);
-      await handle.signal(cancelMigrationSignal, { reason: req.body?.reason ?? `cancelled through the API (${req.role ?? 'unknown'} token)` });
+      await handle.signal(cancelMigrationSignal, { reason: req.body?.reason ?? `cancelled through the API by ${principalOf(req)}` });
+      await steered(ctx, op, req, 'cancel', req.body?.reason ? { reason: req.body.reason } : {});
       return reply.code(202).send({ migrationId: workflowId, workflowId, operationId: op?.id ?? workflowId, webUiUrl: webUiUrl(ctx.t, workflowId), cancelRequested: true });
     },
   );
@@ -222,6 +227,7 @@ export function migrationRoutes(app: FastifyInstance, ctx: ApiContext): void {
       const handle = handleOf(ctx, workflowId, op);
       await assertRunning(handle, workflowId);
       const live = await steer(workflowId, () => handle.executeUpdate(switchoverUpdate));
+      await steered(ctx, op, req, 'switchover');
       return migrationDto(op, live, workflowId);
     },
   );
@@ -238,6 +244,7 @@ export function migrationRoutes(app: FastifyInstance, ctx: ApiContext): void {
         ...(req.body.maxDowntimeMs !== undefined ? { maxDowntimeMs: req.body.maxDowntimeMs } : {}),
       };
       const live = await steer(workflowId, () => handle.executeUpdate(setMigrationParamsUpdate, { args: [params] }));
+      await steered(ctx, op, req, 'params', { params: req.body });
       return migrationDto(op, live, workflowId);
     },
   );

@@ -293,6 +293,7 @@ export const OperationListQuery = z.object({
   kind: z.enum(OPERATION_KINDS).optional(),
   state: z.enum(OPERATION_STATES).optional(),
   vmId: ref.optional(),
+  principal: z.string().min(1).max(128).optional().describe('who started it: a token name, bootstrap-admin, env-operator, env-viewer, schedule'),
 });
 
 export const SimFault = z

@@ -73,6 +73,7 @@ describe('POST /v1/vms/:id/migrations', () => {
     assert.deepEqual(s.args, [
       {
         vmId: 'vm-a',
+        principal: 'env-operator',
         targetHostId: 'h2',
         policy: 'minimal-downtime',
         overrides: { onStall: 'abort', maxDowntimeMs: 300, maxBandwidthBytesPerSec: 100 * MiB, approveSwitchover: false },
@@ -100,7 +101,7 @@ describe('POST /v1/vms/:id/migrations', () => {
   it('lets the placement choose when no target is given (no TargetHost attribute)', async () => {
     const res = await t.call('POST', '/v1/vms/b/migrations', { kind: 'live' });
     assert.equal(res.statusCode, 202, res.body);
-    assert.deepEqual(t.temporal.starts[0]!.args, [{ vmId: 'vm-b' }]);
+    assert.deepEqual(t.temporal.starts[0]!.args, [{ vmId: 'vm-b', principal: 'bootstrap-admin' }]);
     assert.deepEqual(t.temporal.starts[0]!.searchAttributes, { VmId: 'vm-b', SourceHost: 'h1', MigrationKind: 'live' });
     t.temporal.finish('migrate-vm-b');
   });
