@@ -127,13 +127,15 @@ export function principalOf(req: FastifyRequest): string {
 
 const PUBLIC_PREFIXES = ['/docs', '/openapi.json', '/healthz', '/readyz', '/metrics'];
 
-function requiredRole(req: FastifyRequest): RouteRole {
-  const declared = req.routeOptions.config?.role;
+/** The role a route needs: its declared `config.role`, else public for the probe/docs prefixes, viewer for reads, operator otherwise. */
+export function routeRole(method: string, url: string, declared?: RouteRole): RouteRole {
   if (declared) return declared;
-  const path = req.url.split('?')[0]!;
+  const path = url.split('?')[0]!;
   if (PUBLIC_PREFIXES.some((p) => path === p || path.startsWith(`${p}/`))) return 'public';
-  return req.method === 'GET' || req.method === 'HEAD' ? 'viewer' : 'operator';
+  return method === 'GET' || method === 'HEAD' ? 'viewer' : 'operator';
 }
+
+const requiredRole = (req: FastifyRequest): RouteRole => routeRole(req.method, req.url, req.routeOptions.config?.role);
 
 export function installAuth(app: FastifyInstance, tokens: RoleTokens, named?: TokenStore): void {
   app.decorateRequest('role', undefined);
