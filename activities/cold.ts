@@ -7,7 +7,7 @@ import type { ColdCopyProgress, ColdCopyRequest, ColdCopyResult, HypervisorDrive
 import { ErrorType, failure, withFailureMapping } from './errors.js';
 
 /** What copyVmHome heartbeats: its progress, whose checkpoint a retry resumes from. */
-export type ColdCopyHeartbeat = ColdCopyProgress;
+export type ColdCopyHeartbeat = Partial<ColdCopyProgress> & Pick<ColdCopyProgress, 'checkpoint'>;
 
 function activityContext(): Context | undefined {
   try {
@@ -36,11 +36,14 @@ export function createColdHostActivities(deps: { driver: HypervisorDriver }) {
       // heartbeat, which is newer than the checkpoint the workflow handed in
       const beat = ctx?.info.heartbeatDetails as ColdCopyHeartbeat | undefined;
       const resumeFrom = beat?.checkpoint ?? input.resumeFrom;
+      // the first heartbeat carries the checkpoint handed in, so even a crash before the first
+      // progress report leaves the retry something to resume from
+      if (resumeFrom) ctx?.heartbeat({ checkpoint: resumeFrom } satisfies ColdCopyHeartbeat);
       const result = await driver.receiveVmHome(
         { ...input, ...(resumeFrom ? { resumeFrom } : {}) },
         { signal: ctx?.cancellationSignal, onProgress: (p) => ctx?.heartbeat(p satisfies ColdCopyHeartbeat) },
       );
-      return { ...result, attempt: ctx?.info.attempt ?? 1, resumedAfterCrash: beat?.checkpoint !== undefined };
+      return { ...result, attempt: ctx?.info.attempt ?? 1, resumedAfterCrash: (ctx?.info.attempt ?? 1) > 1 };
     },
 
     /** Target, after the copy verified: the VM is defined here (not started; the commit comes first). */
