@@ -35,7 +35,7 @@ describe('role matrix over every route of the app', () => {
       deps: {
         onRoute: (r: RouteOptions) => {
           for (const method of [r.method].flat()) {
-            routes.push({ method, url: r.url ?? r.path, role: routeRole(method, r.url ?? r.path, r.config?.role) });
+            routes.push({ method, url: r.url, role: routeRole(method, r.url, r.config?.role) });
           }
         },
       },
