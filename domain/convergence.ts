@@ -27,6 +27,12 @@
 //                        over budget, the controller applies policy.onThrottleExhausted
 //                        ('abort' by default: a nearly frozen guest that still does not
 //                        converge is safer left running on A than paused for an unknown time).
+//   After a trip, whenever a sample's remainder fits the ceiling while the limit in force is
+//   lower (the first trip's sample did not fit and the throttle then made it fit, say), the
+//   controller also raises the limit to the ceiling (one set-downtime, step N): its 'converging'
+//   verdict rests on that fit and stops the throttle rising, but the hypervisor switches over
+//   only at the limit in force, so without it the migration would wait for the downtime steps
+//   (DecideOptions.ceilingInForce=false: the behaviour before, for replaying old histories).
 //   With approveSwitchover=true a switchover is never emitted; Decision.awaitingApproval carries the
 //   reason and the workflow waits for the operator.
 // - Steering (steps, trips, throttle) happens only while sample.status is 'active' (or absent);
@@ -327,8 +333,14 @@ function applyOnStall(state: ControllerState, reason: string, atMs: number, acti
   }
 }
 
+/** `decide`'s changed behaviours; LiveMigrate asks for the old ones to replay old histories. */
+export interface DecideOptions {
+  /** true (default): after a trip, a remainder that fits the ceiling puts it in force (header); false: as before patch 'controller-ceiling-in-force' */
+  ceilingInForce?: boolean;
+}
+
 /** One controller step: fold the sample into the state and say what to do. */
-export function decide(prev: ControllerState, sample: ControllerSample): Decision {
+export function decide(prev: ControllerState, sample: ControllerSample, options: DecideOptions = {}): Decision {
   validateSample(prev, sample);
   const state: ControllerState = {
     ...prev,
@@ -405,6 +417,16 @@ export function decide(prev: ControllerState, sample: ControllerSample): Decisio
           );
         }
       }
+    }
+
+    // After a trip a remainder that fits the ceiling is 'converging' (the throttle stops rising),
+    // but the hypervisor switches over only at the limit in force: put the ceiling in force.
+    const tripped = state.trip;
+    if (options.ceilingInForce !== false && tripped && !state.final && verdict === 'converging' && state.downtimeMs < state.maxDowntimeMs && xferFits(sample, state.maxDowntimeMs)) {
+      const reason = `${tripped.reason}; remainder ${mib(sample.remainingBytes)} fits the ${state.maxDowntimeMs} ms ceiling, not the ${state.downtimeMs} ms limit in force`;
+      state.downtimeStep = p.downtimeSteps;
+      state.downtimeMs = state.maxDowntimeMs;
+      actions.push({ kind: 'set-downtime', ms: state.downtimeMs, reason });
     }
   }
 

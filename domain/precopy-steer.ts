@@ -134,7 +134,10 @@ export function simulateSteeredPrecopy(input: SteeredPrecopyInput): SteeredPreco
    * instant of the round gets only 'converging' verdicts, so the controller does nothing until
    * its next downtime step or its completion budget: skip to RATE_WINDOW + 1 samples before
    * that (those rebuild the rate window the verdict reads). Keeps a large VM waiting for its
-   * steps (75 s/GiB apart by default) from costing one `decide` per second of the wait.
+   * steps (75 s/GiB apart by default) from costing one `decide` per second of the wait. Since
+   * `decide` puts the ceiling in force on such a 'converging' sample (ceilingInForce) the wait
+   * does not arise (the sample before this one already fitted and raised the limit); kept as a
+   * guard, it only skips what the controller would not act on.
    */
   function quietUntil(k: number): number {
     const r = round?.r;

@@ -294,7 +294,15 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
         throw new Rollback(`pre-copy ${st.status}${st.error ? `: ${st.error}` : ''}`);
       }
       if (st.status !== 'setup' && st.status !== 'active') break; // converged: pre-switchover / device / completed
-      const d = decide(ctrl, { ...st, elapsedMs: st.elapsedMs ?? Date.now() - precopyStart });
+      const sample = { ...st, elapsedMs: st.elapsedMs ?? Date.now() - precopyStart };
+      let d = decide(ctrl, sample);
+      // The controller puts the ceiling in force when a tripped migration's remainder fits it
+      // (an extra set-downtime). Patched: histories from before it kept the lower limit here
+      // and must replay so; asked only where the two behaviours differ.
+      if (d.actions.some((a) => a.kind === 'set-downtime')) {
+        const before = decide(ctrl, sample, { ceilingInForce: false });
+        if (JSON.stringify(before.actions) !== JSON.stringify(d.actions) && !patched('controller-ceiling-in-force')) d = before;
+      }
       ctrl = d.state;
       progress.progress.percent = d.progress.percent;
       progress.progress.etaSeconds = d.progress.etaSec ?? undefined;
