@@ -107,7 +107,7 @@ describe('POST /v1/vms/:id/migrations', () => {
   });
 
   const refusals: Array<[string, string, Record<string, unknown>, number, string]> = [
-    ['cold is not implemented', 'vm-b', { kind: 'cold' }, 422, 'kind'],
+    ['cold with a live-only knob', 'vm-b', { kind: 'cold', maxDowntimeMs: 300 }, 400, 'maxDowntimeMs'],
     ['storage without targetDatastoreId', 'vm-b', { kind: 'storage' }, 422, 'targetDatastoreId'],
     ['unknown kind', 'vm-b', { kind: 'teleport' }, 400, 'kind'],
     ['missing kind', 'vm-b', {}, 400, 'kind'],
