@@ -14,7 +14,7 @@ export const PROJECT_TOOLS_DIR = join(PROJECT_ROOT, '.tools', 'bin');
 
 export type Log = (line: string) => void;
 
-function isExecutable(path: string): boolean {
+export function isExecutable(path: string): boolean {
   try {
     accessSync(path, constants.X_OK);
     return true;
@@ -45,7 +45,7 @@ export function findTemporalCli(env: NodeJS.ProcessEnv = process.env): string | 
   return candidatePaths(env).find(isExecutable);
 }
 
-async function findGo(): Promise<string | undefined> {
+export async function findGo(): Promise<string | undefined> {
   for (const p of ['/usr/local/go/bin/go', ...(process.env.PATH ?? '').split(delimiter).map((d) => join(d, 'go'))]) {
     if (p && isExecutable(p)) return p;
   }
