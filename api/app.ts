@@ -18,7 +18,6 @@ import { createTokenStore } from './tokens.js';
 import type { ApiContext, SimulatorFaults } from './context.js';
 import { installErrorHandler } from './errors.js';
 import { installInputGuards } from './input.js';
-import { installInputGuards } from './input.js';
 import { createFleetMetrics } from './fleet-metrics.js';
 import { runningOperation } from './queries.js';
 import { healthRoutes } from './routes/health.js';
@@ -71,7 +70,6 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   installErrorHandler(app);
-  installInputGuards(app);
   installInputGuards(app);
   const tokenStore = createTokenStore(deps.db);
   installAuth(app, tokens, tokenStore);

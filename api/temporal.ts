@@ -3,6 +3,7 @@
 // Web UI link every 202 answer carries.
 import { WorkflowExecutionAlreadyStartedError, type Client } from '@temporalio/client';
 import type { SearchAttributePair } from '@temporalio/common';
+import { SA } from '../workflows/definitions.js';
 import { conflict } from './errors.js';
 
 export interface TemporalDeps {
@@ -35,15 +36,30 @@ export function webUiUrl(d: Pick<TemporalDeps, 'webUiBaseUrl' | 'namespace'>, wo
  */
 export async function startWorkflow(
   d: TemporalDeps,
-  opts: { workflowType: string; workflowId: string; args: unknown[]; searchAttributes?: SearchAttributePair[]; memo?: Record<string, unknown> },
+  opts: {
+    workflowType: string;
+    workflowId: string;
+    args: unknown[];
+    searchAttributes?: SearchAttributePair[];
+    /** the workflow memo; `principal` is added from the input's principal (who started it) */
+    memo?: Record<string, unknown>;
+    /** the Web UI's one line for the workflow (domain/summaries.ts) */
+    staticSummary?: string;
+    /** the Web UI's details: the inputs as a markdown table (domain/summaries.ts inputsTable) */
+    staticDetails?: string;
+  },
 ): Promise<Started> {
+  // the summary is a search attribute too, so the workflow list can show it as a column
+  const searchAttributes = [...(opts.searchAttributes ?? []), ...(opts.staticSummary ? [{ key: SA.OperationSummary, value: opts.staticSummary }] : [])];
   try {
     const handle = await d.temporal.workflow.start(opts.workflowType, {
       workflowId: opts.workflowId,
       taskQueue: d.taskQueue,
       args: opts.args,
       ...memoOf(opts),
-      ...(opts.searchAttributes?.length ? { typedSearchAttributes: opts.searchAttributes } : {}),
+      ...(searchAttributes.length ? { typedSearchAttributes: searchAttributes } : {}),
+      ...(opts.staticSummary ? { staticSummary: opts.staticSummary } : {}),
+      ...(opts.staticDetails ? { staticDetails: opts.staticDetails } : {}),
     });
     const runId = handle.firstExecutionRunId;
     // The link names the workflow (the UI opens its latest run, which this one is).

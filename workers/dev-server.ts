@@ -16,6 +16,7 @@ export const SEARCH_ATTRIBUTES = {
   MigrationKind: 'Keyword',
   Stage: 'Keyword',
   HostId: 'Keyword',
+  OperationSummary: 'Keyword',
 } as const;
 
 export interface DevServerOptions {

@@ -9,15 +9,35 @@ import { hostQueue, prefixOfControlQueue } from './definitions.js';
 import { compensationProfile, dbProfile } from './profiles.js';
 import { auditWriter } from './audit.js';
 
-export function workflowContext() {
+/** Names an activity for the Web UI: `where` is 'control' or the host id, read at call time. */
+export type ActivityLabel = (where: string, activityType: string) => string;
+
+export function workflowContext(label?: ActivityLabel) {
   const info = workflowInfo();
   const prefix = prefixOfControlQueue(info.taskQueue);
+  const tag = <T extends object>(proxy: T, where: string): T => (label ? summarized(proxy, (t) => label(where, t)) : proxy);
   return {
     info,
-    ctl: proxyActivities<ControlActivities>(dbProfile),
-    ctlComp: proxyActivities<ControlActivities>(compensationProfile),
+    ctl: tag(proxyActivities<ControlActivities>(dbProfile), 'control'),
+    ctlComp: tag(proxyActivities<ControlActivities>(compensationProfile), 'control'),
     writeAudit: auditWriter(),
     /** the activities of host `hostId`'s agent (task queue ferry-host-<hostId>) */
-    onHost: (hostId: string, profile: ActivityOptions) => proxyActivities<HostActivities>({ ...profile, taskQueue: hostQueue(hostId, prefix) }),
+    onHost: (hostId: string, profile: ActivityOptions) => tag(proxyActivities<HostActivities>({ ...profile, taskQueue: hostQueue(hostId, prefix) }), hostId),
   };
+}
+
+/**
+ * `proxy` (from proxyActivities) with every call carrying the activity summary the Web UI shows,
+ * `summary(activityType)` computed when the call is made (so it can name the current stage). The
+ * summary travels in the ScheduleActivityTask command's user metadata: no command is added, and
+ * replay does not compare it.
+ */
+export function summarized<T extends object>(proxy: T, summary: (activityType: string) => string): T {
+  return new Proxy(proxy, {
+    get(target, name) {
+      const fn = (target as Record<string | symbol, unknown>)[name] as { executeWithOptions?: (o: ActivityOptions, a: unknown[]) => Promise<unknown> } | undefined;
+      if (typeof name !== 'string' || typeof fn?.executeWithOptions !== 'function') return fn;
+      return (...args: unknown[]) => fn.executeWithOptions!({ summary: summary(name) } as ActivityOptions, args);
+    },
+  });
 }

@@ -41,6 +41,11 @@ export const SA = {
   MigrationKind: defineSearchAttributeKey('MigrationKind', SearchAttributeType.KEYWORD),
   Stage: defineSearchAttributeKey('Stage', SearchAttributeType.KEYWORD),
   HostId: defineSearchAttributeKey('HostId', SearchAttributeType.KEYWORD),
+  /**
+   * The static summary again, set at start: Temporal's workflow list (Server 1.29, UI 2.42) has
+   * no summary column, but shows a search attribute as one (and can filter by it).
+   */
+  OperationSummary: defineSearchAttributeKey('OperationSummary', SearchAttributeType.KEYWORD),
 };
 
 // ---------------------------------------------------------------- provisioning
@@ -144,10 +149,10 @@ export interface AutoChoice {
 
 export interface LiveMigrateInput {
   vmId: string;
-  /** who asked (API principal), recorded on the operation */
-  principal?: string;
   /** kind auto chose live: why */
   auto?: AutoChoice;
+  /** who asked (API principal), recorded on the operation */
+  principal?: string;
   targetHostId?: string;
   /** named policy: default | minimal-downtime | converge-or-abort | suspend-if-needed */
   policy?: string;
@@ -236,14 +241,6 @@ export interface SetMigrationParamsInput {
   maxDowntimeMs?: number;
 }
 
-// ---------------------------------------------------------------- messages
-export const provisionProgressQuery = defineQuery<ProvisionProgress>('progress');
-export const migrationProgressQuery = defineQuery<MigrationProgress>('progress');
-/** force the switchover now (accepting a longer downtime), or approve a held one */
-export const switchoverUpdate = defineUpdate<MigrationProgress>('switchover');
-export const setMigrationParamsUpdate = defineUpdate<MigrationProgress, [SetMigrationParamsInput]>('setParams');
-/** cancel = roll back (only before commitment); also reachable by cancelling the workflow */
-export const cancelMigrationSignal = defineSignal<[{ reason?: string }]>('cancel');
 // ---------------------------------------------------------------- cold migration
 export const COLD_STAGES = ['pre-migration', 'reservation', 'stop', 'copy', 'verify', 'register', 'commitment', 'cleanup', 'start'] as const;
 export type ColdStage = (typeof COLD_STAGES)[number] | 'queued' | 'rollback' | 'done';
@@ -310,6 +307,14 @@ export interface ColdMigrationProgress {
 
 export const coldProgressQuery = defineQuery<ColdMigrationProgress>('progress');
 
+// ---------------------------------------------------------------- messages
+export const provisionProgressQuery = defineQuery<ProvisionProgress>('progress');
+export const migrationProgressQuery = defineQuery<MigrationProgress>('progress');
+/** force the switchover now (accepting a longer downtime), or approve a held one */
+export const switchoverUpdate = defineUpdate<MigrationProgress>('switchover');
+export const setMigrationParamsUpdate = defineUpdate<MigrationProgress, [SetMigrationParamsInput]>('setParams');
+/** cancel = roll back (only before commitment); also reachable by cancelling the workflow */
+export const cancelMigrationSignal = defineSignal<[{ reason?: string }]>('cancel');
 
 // ---------------------------------------------------------------- fleet operations
 /** Business keys of the fleet operations besides `workflowIds.evacuate`. */

@@ -7,21 +7,21 @@
 // dryRun: plan and store the plan, touch nothing. planId without dryRun: execute exactly that
 // stored plan after re-checking it against the inventory of now; a stale plan is refused before
 // anything changes (not even maintenance), never half applied.
-import { ApplicationFailure, CancellationScope, continueAsNew, isCancellation, proxyActivities, upsertSearchAttributes } from '@temporalio/workflow';
-import type { FleetActivities } from '../activities/fleet.js';
+import { ApplicationFailure, CancellationScope, continueAsNew, isCancellation, upsertSearchAttributes } from '@temporalio/workflow';
 import type { FleetPlan } from '../domain/plan-types.js';
 import { planEvacuation, revalidatePlan } from '../domain/planner.js';
 import { describeFailure } from '../domain/failures.js';
 import { SA, type EvacuateInput, type FleetProgress, type VmMoveReport } from './definitions.js';
 import { workflowContext } from './context.js';
-import { dbProfile } from './profiles.js';
-import { assertParallel, installFleetHandlers, predictionSettings, recount, runMoves, takeSnapshot, updateEta, type MoveControl, type QueuedMove } from './fleet-moves.js';
+import { activitySummary } from '../domain/summaries.js';
+import { assertParallel, fleetActivities, installFleetHandlers, predictionSettings, publishFleet, recount, runMoves, takeSnapshot, updateEta, type MoveControl, type QueuedMove } from './fleet-moves.js';
 
 export const DEFAULT_MAX_PARALLEL = 3;
 
 export async function evacuateHost(input: EvacuateInput): Promise<FleetProgress> {
-  const { info, ctl, ctlComp } = workflowContext();
-  const fleet = proxyActivities<FleetActivities>(dbProfile);
+  const phase = `evacuate ${input.hostId}`;
+  const { info, ctl, ctlComp } = workflowContext((where, type) => activitySummary(phase, where, type));
+  const fleet = fleetActivities(phase);
   const operationId = input.carry?.progress.operationId ?? info.runId;
   const maxParallel = input.maxParallel ?? DEFAULT_MAX_PARALLEL;
   assertParallel(maxParallel);
@@ -59,8 +59,8 @@ export async function evacuateHost(input: EvacuateInput): Promise<FleetProgress>
     });
   }
 
-  const prediction = await predictionSettings(input.policy);
-  const snapshot = () => takeSnapshot([input.hostId]);
+  const prediction = await predictionSettings(input.policy, phase);
+  const snapshot = () => takeSnapshot([input.hostId], phase);
   const request = { hostId: input.hostId, maxParallel, allowCold: Boolean(input.allowCold), includeStopped: Boolean(input.includeStopped) };
 
   const audit = (details: Record<string, unknown> = {}) =>
@@ -99,10 +99,12 @@ export async function evacuateHost(input: EvacuateInput): Promise<FleetProgress>
       progress.lowerBoundMs = made.lowerBoundMs;
       queue = made.moves.map((m) => ({ vmId: m.vmId, to: m.to, kind: m.kind, predictedMs: m.predictedMs }));
       recount(progress);
+      publishFleet(progress);
       if (input.dryRun) {
         if (input.planId) await fleet.storePlan({ id: input.planId, kind: 'evacuation', subject: input.hostId, request, plan: made });
         progress.state = 'planned';
         progress.endedAtMs = Date.now();
+        publishFleet(progress);
         await ctl.finishOperation({ id: operationId, state: 'completed', details: { plan } });
         return progress;
       }
@@ -112,6 +114,7 @@ export async function evacuateHost(input: EvacuateInput): Promise<FleetProgress>
     }
 
     progress.state = control.paused ? 'paused' : control.cancel ? 'cancelling' : 'running';
+    publishFleet(progress);
     const startedPlanAt = progress.vms.find((v) => v.startedAtMs !== undefined)?.startedAtMs ?? Date.now();
     const outcome = await runMoves({
       progress,
@@ -147,6 +150,7 @@ export async function evacuateHost(input: EvacuateInput): Promise<FleetProgress>
     recount(progress);
     progress.state = control.cancel ? 'cancelled' : 'completed';
     progress.endedAtMs = Date.now();
+    publishFleet(progress);
     const stayed = progress.vms.filter((v) => v.state !== 'moved');
     await ctl.finishOperation({
       id: operationId,
@@ -159,6 +163,7 @@ export async function evacuateHost(input: EvacuateInput): Promise<FleetProgress>
     if (progress.state !== 'refused') progress.state = isCancellation(err) ? 'cancelled' : 'failed';
     progress.error ??= describeFailure(err);
     progress.endedAtMs = Date.now();
+    publishFleet(progress);
     await CancellationScope.nonCancellable(() =>
       ctlComp.finishOperation({ id: operationId, state: isCancellation(err) ? 'cancelled' : 'failed', error: progress.error, details: { report: progress.vms } }),
     );

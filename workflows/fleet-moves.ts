@@ -11,6 +11,7 @@ import {
   ApplicationFailure,
   condition,
   proxyActivities,
+  setCurrentDetails,
   setHandler,
   getExternalWorkflowHandle,
   ParentClosePolicy,
@@ -24,9 +25,11 @@ import { describeFailure } from '../domain/failures.js';
 import type { ClusterSnapshot, FleetPlan, PlanLink, PredictionSettings } from '../domain/plan-types.js';
 import { reestimate } from '../domain/planner.js';
 import { resolvePolicy } from '../domain/policies.js';
-import { workflowContext } from './context.js';
+import { summarized, workflowContext } from './context.js';
+import { fleetDetails } from './lib/current-details.js';
+import { activitySummary, inputsTable, liveMigrateSummary } from '../domain/summaries.js';
 import { dbProfile, hostQuickProfile } from './profiles.js';
-import { cancelFleetSignal, cancelMigrationSignal, fleetProgressQuery, pauseFleetSignal, resumeFleetSignal, workflowIds, type FleetCarry, type FleetProgress, type MigrationResult, type VmMoveReport } from './definitions.js';
+import { SA, cancelFleetSignal, cancelMigrationSignal, fleetProgressQuery, pauseFleetSignal, resumeFleetSignal, workflowIds, type FleetCarry, type FleetProgress, type MigrationResult, type VmMoveReport } from './definitions.js';
 import { liveMigrate } from './live-migrate.js';
 import { coldChildrenEnabled, startColdChild } from './cold-child.js';
 
@@ -101,10 +104,16 @@ export async function runMoves(opts: MoveExecutorOptions): Promise<'done' | 'con
     }
     let child: ChildWorkflowHandle<typeof liveMigrate>;
     try {
+      const args = { vmId: move.vmId, targetHostId: move.to, policy: opts.policy };
       if (move.kind === 'cold') child = await startColdChild(vm.migrationId, move.vmId, move.to);
       else child = await startChild(liveMigrate, {
         workflowId: vm.migrationId,
-        args: [{ vmId: move.vmId, targetHostId: move.to, policy: opts.policy }],
+        args: [args],
+        // the Web UI's line for the child: what moves where, and for which fleet operation; also
+        // a search attribute (the workflow list shows those as columns); all in the start command
+        staticSummary: childSummary(vm, move, opts.policy, progress),
+        typedSearchAttributes: childSearchAttributes(vm, move, opts.policy, progress),
+        staticDetails: inputsTable('live migration', { ...args, vmName: vm.vmName, sourceHostId: vm.from, parent: workflowInfo().workflowId, predictedMs: move.predictedMs }),
         // a migration runs to its own end (commit or rollback) even if the evacuation is
         // terminated: stopping it halfway is exactly what must never happen to a guest
         parentClosePolicy: ParentClosePolicy.ABANDON,
@@ -160,6 +169,7 @@ export async function runMoves(opts: MoveExecutorOptions): Promise<'done' | 'con
     recount(progress);
     if (changed) {
       changed = false;
+      publishFleet(progress);
       await opts.onChange();
     }
     if (running.size === 0 && (queue.length === 0 || control.cancel)) return 'done';
@@ -183,9 +193,9 @@ export function assertParallel(maxParallel: number): void {
  * `linkHosts` report (the simulator knows its links; real drivers report none and the default
  * bandwidth applies). Shared by EvacuateHost and Rebalance.
  */
-export async function takeSnapshot(linkHosts: string[] | 'all'): Promise<ClusterSnapshot> {
-  const { onHost } = workflowContext();
-  const fleet = proxyActivities<FleetActivities>(dbProfile);
+export async function takeSnapshot(linkHosts: string[] | 'all', phase = 'snapshot'): Promise<ClusterSnapshot> {
+  const { onHost } = workflowContext((where, type) => activitySummary(phase, where, type));
+  const fleet = fleetActivities(phase);
   const bare = await fleet.fleetSnapshot({ takenAtMs: Date.now(), links: [] });
   const ids = linkHosts === 'all' ? bare.hosts.filter((h) => h.state === 'up').map((h) => h.id) : linkHosts;
   const seen = new Set<string>();
@@ -203,8 +213,8 @@ export async function takeSnapshot(linkHosts: string[] | 'all'): Promise<Cluster
 }
 
 /** The prediction settings of the control worker, for a move under `policy`. */
-export async function predictionSettings(policy: string | undefined): Promise<PredictionSettings> {
-  const s = await proxyActivities<FleetActivities>(dbProfile).fleetSettings();
+export async function predictionSettings(policy: string | undefined, phase = 'plan'): Promise<PredictionSettings> {
+  const s = await fleetActivities(phase).fleetSettings();
   return { downtimeLimitMs: resolvePolicy(policy).initialDowntimeMs, timeScale: s.timeScale, perMoveOverheadMs: s.perMoveOverheadMs, coldCopyBytesPerSec: s.coldCopyBytesPerSec, policy: resolvePolicy(policy) };
 }
 
@@ -223,19 +233,49 @@ export function updateEta(progress: FleetProgress, plan: FleetPlan | undefined, 
   }
 }
 
+/** The fleet activities, each call summarized for the Web UI as `<phase>: <activity>`. */
+export function fleetActivities(phase: string) {
+  return summarized(proxyActivities<FleetActivities>(dbProfile), (type) => activitySummary(phase, 'control', type));
+}
+
+/** The Web UI's current details of a fleet operation: counts, ETA, VMs in flight (no command). */
+export function publishFleet(progress: FleetProgress): void {
+  setCurrentDetails(fleetDetails(progress, Date.now()));
+}
+
 /** The progress query and the pause / resume / cancel signals of a fleet operation. */
 export function installFleetHandlers(progress: FleetProgress, control: MoveControl): void {
   setHandler(fleetProgressQuery, () => progress);
   setHandler(pauseFleetSignal, () => {
     control.paused = true;
     if (progress.state === 'running') progress.state = 'paused';
+    publishFleet(progress);
   });
   setHandler(resumeFleetSignal, () => {
     control.paused = false;
     if (progress.state === 'paused') progress.state = 'running';
+    publishFleet(progress);
   });
   setHandler(cancelFleetSignal, ({ reason, abortRunning } = {}) => {
     control.cancel ??= { reason: reason || `${progress.kind} cancelled by operator`, abortRunning: Boolean(abortRunning) };
     if (progress.state === 'running' || progress.state === 'paused') progress.state = 'cancelling';
+    publishFleet(progress);
   });
+  publishFleet(progress);
+}
+
+/** The static summary of a fleet operation's child migration. */
+function childSummary(vm: VmMoveReport, move: QueuedMove, policy: string | undefined, p: FleetProgress): string {
+  return `${liveMigrateSummary({ vmId: move.vmId, vmName: vm.vmName, sourceHostId: vm.from, targetHostId: move.to, policy })} for ${p.kind} ${p.subject}`;
+}
+
+/** The search attributes of a child migration, known at its start (the workflow upserts them again). */
+function childSearchAttributes(vm: VmMoveReport, move: QueuedMove, policy: string | undefined, p: FleetProgress) {
+  return [
+    { key: SA.OperationSummary, value: childSummary(vm, move, policy, p) },
+    { key: SA.VmId, value: move.vmId },
+    { key: SA.SourceHost, value: vm.from },
+    { key: SA.TargetHost, value: move.to },
+    { key: SA.MigrationKind, value: 'live' },
+  ];
 }

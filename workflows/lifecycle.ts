@@ -4,6 +4,7 @@ import { ApplicationFailure, patched, setHandler, defineQuery, upsertSearchAttri
 import { SA, type CreateTemplateInput, type LifecycleInput } from './definitions.js';
 import { bootProfile, diskProfile, hostQuickProfile } from './profiles.js';
 import { workflowContext } from './context.js';
+import { activitySummary } from '../domain/summaries.js';
 import type { ControlActivities } from '../activities/control.js';
 import { describeFailure } from '../domain/failures.js';
 
@@ -11,7 +12,7 @@ const lifecycleProgressQuery = defineQuery<{ action: string; state: string; erro
 const GiB = 1024 ** 3;
 
 export async function vmLifecycle(input: LifecycleInput): Promise<{ vmId: string; state: string }> {
-  const { info, ctl, onHost } = workflowContext();
+  const { info, ctl, onHost } = workflowContext((where, type) => activitySummary(`${input.action} ${input.vmId}`, where, type));
   const progress = { action: input.action, state: 'running' as string, error: undefined as string | undefined };
   setHandler(lifecycleProgressQuery, () => progress);
   upsertSearchAttributes([
@@ -68,7 +69,7 @@ export async function vmLifecycle(input: LifecycleInput): Promise<{ vmId: string
 
 /** Captures a stopped (or running, via a crash-consistent copy) VM's disk as a new template. */
 export async function createTemplateFromVm(input: CreateTemplateInput): Promise<{ templateId: string; imagePath: string }> {
-  const { info, ctl, onHost } = workflowContext();
+  const { info, ctl, onHost } = workflowContext((where, type) => activitySummary(`template ${input.name}`, where, type));
   const operationId = info.runId;
   upsertSearchAttributes([{ key: SA.VmId, value: input.vmId }]);
   await ctl.beginOperation({ id: operationId, workflowId: info.workflowId, runId: info.runId, kind: 'template', vmId: input.vmId, details: { name: input.name }, ...(input.principal ? { principal: input.principal } : {}) });

@@ -9,6 +9,7 @@ import {
   ApplicationFailure,
   CancellationScope,
   isCancellation,
+  setCurrentDetails,
   setHandler,
   sleep,
   upsertSearchAttributes,
@@ -24,6 +25,8 @@ import {
 import { bootProfile, compensationProfile, diskProfile } from './profiles.js';
 import { Saga } from './lib/saga.js';
 import { workflowContext } from './context.js';
+import { provisionDetails } from './lib/current-details.js';
+import { activitySummary } from '../domain/summaries.js';
 import { describeFailure } from '../domain/failures.js';
 import { nameProblem } from '../domain/names.js';
 
@@ -31,7 +34,15 @@ const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
 
 export async function provisionVm(input: ProvisionInput): Promise<ProvisionResult> {
-  const { info, ctl, ctlComp, writeAudit, onHost } = workflowContext();
+  // every activity names its step (and host) in the Web UI: `step 3 customize: allocate IP`
+  const { info, ctl, ctlComp, writeAudit, onHost } = workflowContext((where, type) =>
+    activitySummary(
+      progress.error !== undefined ? `undo step ${progress.step} ${progress.stepName}` : `step ${progress.step} ${progress.stepName}`,
+      where,
+      type,
+      type === 'writeSeed' && progress.ip ? `IP ${progress.ip}` : type === 'createDisk' && progress.step === 2 ? input.source.kind : undefined,
+    ),
+  );
   const operationId = info.workflowId;
   const host = (hostId: string, profile = diskProfile) => onHost(hostId, profile);
 
@@ -45,6 +56,9 @@ export async function provisionVm(input: ProvisionInput): Promise<ProvisionResul
     compensations: [],
   };
   setHandler(provisionProgressQuery, () => progress);
+  /** the Web UI's current details: the progress query's answer as markdown (no command) */
+  const publish = () => setCurrentDetails(provisionDetails(progress));
+  publish();
 
   let stepStarted = Date.now();
   const enterStep = async (n: number) => {
@@ -52,6 +66,7 @@ export async function provisionVm(input: ProvisionInput): Promise<ProvisionResul
     stepStarted = Date.now();
     progress.step = n;
     progress.stepName = PROVISION_STEPS[n - 1];
+    publish();
     upsertSearchAttributes([{ key: SA.Stage, value: `${n}-${progress.stepName}` }]);
     await writeAudit({ id: operationId, stage: progress.stepName, details: { stepTimingsMs: progress.stepTimingsMs } });
   };
@@ -77,6 +92,7 @@ export async function provisionVm(input: ProvisionInput): Promise<ProvisionResul
     progress.hostId = placed.hostId;
     progress.datastoreId = placed.datastoreId;
     progress.placement = { chosen: placed.hostId, rejected: placed.rejected };
+    publish();
     upsertSearchAttributes([{ key: SA.HostId, value: placed.hostId }]);
     const agent = host(placed.hostId);
     const agentComp = host(placed.hostId, compensationProfile);
@@ -92,6 +108,7 @@ export async function provisionVm(input: ProvisionInput): Promise<ProvisionResul
     saga.add('release-ip', () => ctlComp.releaseIp({ vmId: input.vmId, networkId: input.networkId }));
     const addr = await ctl.allocateIp({ vmId: input.vmId, networkId: input.networkId });
     progress.ip = addr.address;
+    publish();
     saga.add('delete-seed', () => agentComp.deleteDiskByName({ datastoreId: placed.datastoreId, name: `${input.vmId}-seed` }));
     const seed = await agent.writeSeed({
       vmId: input.vmId,
@@ -147,6 +164,7 @@ export async function provisionVm(input: ProvisionInput): Promise<ProvisionResul
     progress.stepTimingsMs.start = Date.now() - stepStarted;
     progress.state = 'completed';
     progress.stepName = 'done';
+    publish();
     upsertSearchAttributes([{ key: SA.Stage, value: 'done' }]);
     await ctl.finishOperation({ id: operationId, state: 'completed', details: { hostId: placed.hostId, ip: addr.address, stepTimingsMs: progress.stepTimingsMs, placement: progress.placement } });
     return { vmId: input.vmId, hostId: placed.hostId, ip: addr.address, datastoreId: placed.datastoreId, diskPaths };
@@ -154,9 +172,11 @@ export async function provisionVm(input: ProvisionInput): Promise<ProvisionResul
     const cancelled = isCancellation(err);
     const reason = cancelled ? 'cancelled' : describeFailure(err);
     progress.error = reason;
+    publish();
     // Compensate in reverse order, shielded from the cancellation that may have brought us here.
     progress.compensations = await saga.compensate((fn) => CancellationScope.nonCancellable(fn));
     progress.state = cancelled ? 'cancelled' : 'failed';
+    publish();
     upsertSearchAttributes([{ key: SA.Stage, value: cancelled ? 'cancelled' : 'failed' }]);
     await CancellationScope.nonCancellable(async () => {
       await ctlComp.markVmError({ vmId: input.vmId, error: `provisioning failed in step ${progress.step} (${progress.stepName}): ${reason}` });

@@ -4,21 +4,21 @@
 // kept), then dry-run (store the plan) or execute the moves as child migrations with the same
 // executor and parallelism rules as an evacuation. Business key `rebalance-<cluster>`; a
 // Temporal Schedule (overlap policy skip) starts it periodically.
-import { ApplicationFailure, CancellationScope, isCancellation, proxyActivities, upsertSearchAttributes } from '@temporalio/workflow';
-import type { FleetActivities } from '../activities/fleet.js';
+import { ApplicationFailure, CancellationScope, isCancellation, upsertSearchAttributes } from '@temporalio/workflow';
 import type { FleetPlan, RebalanceRequest } from '../domain/plan-types.js';
 import { imbalance, planRebalance, revalidatePlan } from '../domain/planner.js';
 import { describeFailure } from '../domain/failures.js';
 import { SA, type FleetProgress, type RebalanceInput } from './definitions.js';
 import { workflowContext } from './context.js';
-import { dbProfile } from './profiles.js';
-import { assertParallel, installFleetHandlers, predictionSettings, recount, runMoves, takeSnapshot, updateEta, type MoveControl } from './fleet-moves.js';
+import { activitySummary } from '../domain/summaries.js';
+import { assertParallel, fleetActivities, installFleetHandlers, predictionSettings, publishFleet, recount, runMoves, takeSnapshot, updateEta, type MoveControl } from './fleet-moves.js';
 
 export const REBALANCE_DEFAULTS = { level: 3, maxMoves: 5, maxParallel: 3, cooldownMs: 15 * 60_000 } as const;
 
 export async function rebalance(input: RebalanceInput): Promise<FleetProgress> {
-  const { info, ctl, ctlComp } = workflowContext();
-  const fleet = proxyActivities<FleetActivities>(dbProfile);
+  const phase = `rebalance ${input.cluster}`;
+  const { info, ctl, ctlComp } = workflowContext((where, type) => activitySummary(phase, where, type));
+  const fleet = fleetActivities(phase);
   const operationId = info.runId;
   const req: RebalanceRequest = {
     level: input.level ?? REBALANCE_DEFAULTS.level,
@@ -54,8 +54,8 @@ export async function rebalance(input: RebalanceInput): Promise<FleetProgress> {
   });
 
   try {
-    const prediction = await predictionSettings(input.policy);
-    const snap = await takeSnapshot('all');
+    const prediction = await predictionSettings(input.policy, phase);
+    const snap = await takeSnapshot('all', phase);
     let plan: FleetPlan;
     if (input.planId && !input.dryRun) {
       const stored = await fleet.getPlan({ id: input.planId });
@@ -84,15 +84,18 @@ export async function rebalance(input: RebalanceInput): Promise<FleetProgress> {
     progress.imbalanceBefore = plan.imbalanceBefore;
     progress.imbalanceAfter = plan.imbalanceAfter;
     recount(progress);
+    publishFleet(progress);
     if (input.dryRun) {
       if (input.planId) await fleet.storePlan({ id: input.planId, kind: 'rebalance', subject: input.cluster, request: { ...req, policy: input.policy }, plan });
       progress.state = 'planned';
       progress.endedAtMs = Date.now();
+      publishFleet(progress);
       await ctl.finishOperation({ id: operationId, state: 'completed', details: { plan, imbalanceBefore: plan.imbalanceBefore, imbalanceAfter: plan.imbalanceAfter } });
       return progress;
     }
     await ctl.updateOperation({ id: operationId, stage: 'running', details: { plan, prediction, imbalanceBefore: plan.imbalanceBefore } });
     progress.state = 'running';
+    publishFleet(progress);
     const startedPlanAt = Date.now();
     await runMoves({
       progress,
@@ -105,9 +108,10 @@ export async function rebalance(input: RebalanceInput): Promise<FleetProgress> {
       },
     });
     // what the cluster looks like now, measured, not assumed from the plan
-    progress.imbalanceAfter = imbalance(await takeSnapshot([]));
+    progress.imbalanceAfter = imbalance(await takeSnapshot([], phase));
     progress.state = control.cancel ? 'cancelled' : 'completed';
     progress.endedAtMs = Date.now();
+    publishFleet(progress);
     const failed = progress.vms.filter((v) => v.state === 'failed');
     await ctl.finishOperation({
       id: operationId,
@@ -120,6 +124,7 @@ export async function rebalance(input: RebalanceInput): Promise<FleetProgress> {
     if (progress.state !== 'refused') progress.state = isCancellation(err) ? 'cancelled' : 'failed';
     progress.error ??= describeFailure(err);
     progress.endedAtMs = Date.now();
+    publishFleet(progress);
     await CancellationScope.nonCancellable(() => ctlComp.finishOperation({ id: operationId, state: isCancellation(err) ? 'cancelled' : 'failed', error: progress.error, details: { report: progress.vms } }));
     throw err;
   }

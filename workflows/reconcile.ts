@@ -8,7 +8,8 @@ import type { DriftActivities } from '../activities/drift.js';
 import { emptyCounts, type HostReport, type ReconcileInput, type ReconcileResult } from '../domain/drift.js';
 import { describeFailure } from '../domain/failures.js';
 import { hostQueue, prefixOfControlQueue } from './definitions.js';
-import { workflowContext } from './context.js';
+import { summarized, workflowContext } from './context.js';
+import { activitySummary } from '../domain/summaries.js';
 import { dbProfile } from './profiles.js';
 
 export const reconcileProgressQuery = defineQuery<ReconcileResult>('progress');
@@ -31,8 +32,8 @@ function reportProfile(agentTimeoutMs: number): ActivityOptions {
 }
 
 export async function reconcile(input: ReconcileInput = {}): Promise<ReconcileResult> {
-  const { info, ctl, onHost } = workflowContext();
-  const drift = proxyActivities<DriftActivities>(dbProfile);
+  const { info, ctl, onHost } = workflowContext((where, type) => activitySummary('reconcile', where, type));
+  const drift = summarized(proxyActivities<DriftActivities>(dbProfile), (type) => activitySummary('reconcile', 'control', type));
   const operationId = info.runId;
   const agentTimeoutMs = input.agentTimeoutMs ?? DEFAULT_AGENT_TIMEOUT_MS;
   let progress: ReconcileResult = {

@@ -16,6 +16,7 @@ import { afterKey, decodeCursor, DEFAULT_LIMIT, page, pageQuery } from '../pagin
 import { vmDto } from '../queries.js';
 import { AnyList, AnyObject, ErrorSchema, idParams } from '../schemas/index.js';
 import { startWorkflow } from '../temporal.js';
+import { inputsTable, reconcileSummary } from '../../domain/summaries.js';
 
 const DriftListQuery = z.object({
   ...pageQuery,
@@ -79,7 +80,13 @@ export function driftRoutes(app: FastifyInstance, ctx: ApiContext): void {
     { config: { idempotent: true }, schema: { tags: ['drift'], summary: 'Run Reconcile now (409 while one runs)', body: ReconcileBody, response: { 202: AnyObject, 400: ErrorSchema, 409: ErrorSchema } } },
     async (req, reply) => {
       const input: ReconcileInput = { principal: principalOf(req), ...(req.body?.agentTimeoutMs !== undefined ? { agentTimeoutMs: req.body.agentTimeoutMs } : {}) };
-      const started = await startWorkflow(ctx.t, { workflowType: 'reconcile', workflowId: `${ctx.prefix}${fleetIds.reconcile(DEFAULT_CLUSTER)}`, args: [input] });
+      const started = await startWorkflow(ctx.t, {
+        workflowType: 'reconcile',
+        workflowId: `${ctx.prefix}${fleetIds.reconcile(DEFAULT_CLUSTER)}`,
+        args: [input],
+        staticSummary: reconcileSummary(DEFAULT_CLUSTER),
+        staticDetails: inputsTable('reconcile inputs', { cluster: DEFAULT_CLUSTER, ...input }),
+      });
       return reply.code(202).send({ reconcileId: started.workflowId, ...started });
     },
   );

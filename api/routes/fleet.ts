@@ -25,9 +25,11 @@ import type { ApiContext } from '../context.js';
 import { conflict, invalid, notFound } from '../errors.js';
 import { afterKey, decodeCursor, DEFAULT_LIMIT, page, pageQuery } from '../pagination.js';
 import { findOperation } from '../queries.js';
+import { POLICY_NAMES } from '../../domain/policies.js';
 import { AnyList, AnyObject, ErrorSchema, idParams } from '../schemas/index.js';
 import { steered } from '../steering.js';
 import { startWorkflow, webUiUrl, withTimeout } from '../temporal.js';
+import { evacuateSummary, inputsTable, rebalanceSummary } from '../../domain/summaries.js';
 
 /** a dry run plans in well under a second; more means no control worker is polling */
 const PLAN_TIMEOUT_MS = 30_000;
@@ -41,7 +43,7 @@ export const EvacuateBody = z
     maxParallel: z.number().int().min(1).max(100).optional(),
     allowCold: z.boolean().optional(),
     includeStopped: z.boolean().optional(),
-    policy: z.string().min(1).max(64).optional(),
+    policy: z.enum(POLICY_NAMES as [string, ...string[]]).optional(),
   })
   .nullish();
 
@@ -69,7 +71,6 @@ export function fleetRoutes(app: FastifyInstance, ctx: ApiContext): void {
       const b = req.body ?? {};
       const host = await ctx.db.em().findOne(Host, { id: req.params.id });
       if (!host) throw notFound('host', req.params.id);
-      if (b.policy !== undefined) assertPolicy(b.policy);
       const input: EvacuateInput = { hostId: host.id, maxParallel: b.maxParallel, allowCold: b.allowCold, includeStopped: b.includeStopped, policy: b.policy, principal: principalOf(req) };
       if (b.dryRun) {
         const planId = `plan-${randomBytes(6).toString('hex')}`;
@@ -80,6 +81,8 @@ export function fleetRoutes(app: FastifyInstance, ctx: ApiContext): void {
         workflowType: 'evacuateHost',
         workflowId: wid(workflowIds.evacuate(host.id)),
         args: [input],
+        staticSummary: evacuateSummary(input),
+        staticDetails: inputsTable('evacuation inputs', { ...input }),
         searchAttributes: [{ key: SA.HostId, value: host.id }],
       });
       return reply.code(202).send({ evacuationId: started.workflowId, ...started });
@@ -160,7 +163,10 @@ export function fleetRoutes(app: FastifyInstance, ctx: ApiContext): void {
         plan.kind === 'evacuation'
           ? ['evacuateHost', wid(workflowIds.evacuate(plan.subject)), { ...request, hostId: plan.subject, planId: plan.id, dryRun: false, principal: principalOf(req) }]
           : ['rebalance', wid(fleetIds.rebalance(plan.subject)), { ...request, cluster: plan.subject, planId: plan.id, dryRun: false, principal: principalOf(req) }];
-      const started = await startWorkflow(ctx.t, { workflowType, workflowId, args: [args] });
+      const a = request as { maxParallel?: number; level?: number; maxMoves?: number };
+      const staticSummary = plan.kind === 'evacuation' ? evacuateSummary({ ...a, hostId: plan.subject, planId: plan.id }) : rebalanceSummary({ ...a, cluster: plan.subject, planId: plan.id });
+      const staticDetails = inputsTable(`approved ${plan.kind} plan`, { ...args });
+      const started = await startWorkflow(ctx.t, { workflowType, workflowId, args: [args], staticSummary, staticDetails });
       // answer once the workflow has re-checked the plan: refused plans are a 409 with the reason
       const handle = ctx.temporal.workflow.getHandle(workflowId, started.runId);
       const deadline = Date.now() + APPROVAL_CHECK_MS;
@@ -185,12 +191,6 @@ export function fleetRoutes(app: FastifyInstance, ctx: ApiContext): void {
       return reply.code(202).send({ planId: plan.id, kind: plan.kind, ...started });
     },
   );
-}
-
-function assertPolicy(name: string): void {
-  // the named policies are validated by the workflow too; here a typo is a 400 before anything runs
-  const known = ['default', 'minimal-downtime', 'converge-or-abort', 'suspend-if-needed'];
-  if (!known.includes(name)) throw invalid('policy', `unknown policy ${JSON.stringify(name)} (expected one of ${known.join(', ')})`, 400);
 }
 
 /** Runs a planning-only workflow and returns its progress (the plan). Input errors become 4xx. */

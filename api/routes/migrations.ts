@@ -30,6 +30,7 @@ import { startWorkflow, webUiUrl, withTimeout } from '../temporal.js';
 import { findVm } from './vms.js';
 import { startColdMigration } from './cold-migrations.js';
 import { chooseAuto, startStorageMigration } from './storage-migrations.js';
+import { inputsTable, liveMigrateSummary } from '../../domain/summaries.js';
 
 const MiB = 1024 * 1024;
 /** a query answers from the worker's cache; more than this means no worker is polling */
@@ -161,6 +162,9 @@ export function migrationRoutes(app: FastifyInstance, ctx: ApiContext): void {
         workflowType: 'liveMigrate',
         workflowId,
         args: [input],
+        // the source is known here; a target the planner picks is named in the current details
+        staticSummary: liveMigrateSummary({ vmId: vm.id, vmName: vm.name, sourceHostId: vm.hostId, targetHostId: b.targetHostId, policy: b.policy }),
+        staticDetails: inputsTable('live migration inputs', { ...input, vmName: vm.name, sourceHostId: vm.hostId, overrides: input.overrides }),
         searchAttributes: [
           { key: SA.VmId, value: vm.id },
           { key: SA.SourceHost, value: vm.hostId },

@@ -16,6 +16,7 @@ import { invalid, notFound } from '../errors.js';
 import { afterKey, decodeCursor, DEFAULT_LIMIT, page, pageQuery } from '../pagination.js';
 import { AnyList, AnyObject, ErrorSchema } from '../schemas/index.js';
 import { startWorkflow } from '../temporal.js';
+import { inputsTable, rebalanceSummary } from '../../domain/summaries.js';
 import { fleetDto, liveProgress, locate, planAnswer, runPlan } from './fleet.js';
 
 const level = z.union([z.literal(1), z.literal(2), z.literal(3), z.literal(4), z.literal(5)]);
@@ -164,7 +165,13 @@ export function rebalanceRoutes(app: FastifyInstance, ctx: ApiContext): void {
         const progress = await runPlan(ctx, fleetIds.plan(planId), 'rebalance', { ...input, dryRun: true, planId });
         return reply.code(200).send(planAnswer(planId, progress));
       }
-      const started = await startWorkflow(ctx.t, { workflowType: 'rebalance', workflowId: `${ctx.prefix}${fleetIds.rebalance(DEFAULT_CLUSTER)}`, args: [input] });
+      const started = await startWorkflow(ctx.t, {
+        workflowType: 'rebalance',
+        workflowId: `${ctx.prefix}${fleetIds.rebalance(DEFAULT_CLUSTER)}`,
+        args: [input],
+        staticSummary: rebalanceSummary(input),
+        staticDetails: inputsTable('rebalance inputs', { ...input }),
+      });
       return reply.code(202).send({ rebalanceId: started.workflowId, ...started });
     },
   );

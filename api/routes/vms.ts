@@ -23,6 +23,7 @@ import { afterKey, decodeCursor, DEFAULT_LIMIT, page } from '../pagination.js';
 import { byIdOrName, runningOperationsOfVm, vmDto } from '../queries.js';
 import { Accepted, ErrorSchema, idParams, StopBody, TemplateFromVm, VmCreate, VmListQuery, VmSchema } from '../schemas/index.js';
 import { startWorkflow } from '../temporal.js';
+import { inputsTable, lifecycleSummary, provisionSummary, templateSummary } from '../../domain/summaries.js';
 
 export const newVmId = () => `vm-${randomBytes(6).toString('hex')}`;
 export const newTemplateId = () => `tpl-${randomBytes(6).toString('hex')}`;
@@ -113,6 +114,9 @@ export function vmRoutes(app: FastifyInstance, ctx: ApiContext): void {
           workflowType: 'provisionVm',
           workflowId: workflowIds.provision(b.name),
           args: [input],
+          staticSummary: provisionSummary({ ...input, templateName: templateId ? (await em.findOne(Template, { id: templateId }))?.name : undefined }),
+          // user data and keys stay out of the Web UI: only how much of them there is
+          staticDetails: inputsTable('provisioning inputs', { ...input, userData: input.userData !== undefined ? `${input.userData.length} characters` : undefined, sshKeys: input.sshKeys ? `${input.sshKeys.length} key(s)` : undefined }),
           searchAttributes: [{ key: SA.VmId, value: vmId }, ...(b.hostId ? [{ key: SA.HostId, value: b.hostId }] : [])],
         });
         return reply.code(202).send({ vmId, ...started });
@@ -165,6 +169,8 @@ export function vmRoutes(app: FastifyInstance, ctx: ApiContext): void {
       workflowType: 'vmLifecycle',
       workflowId: workflowIds.lifecycle(vm.id, action),
       args: [input],
+      staticSummary: `${lifecycleSummary(input)}${vm.hostId ? ` on ${vm.hostId}` : ''}`,
+      staticDetails: inputsTable(`${action} inputs`, { ...input, name: vm.name, hostId: vm.hostId ?? undefined }),
       searchAttributes: [{ key: SA.VmId, value: vm.id }],
     });
     return { vmId: vm.id, action, ...started };
@@ -230,6 +236,8 @@ export function vmRoutes(app: FastifyInstance, ctx: ApiContext): void {
         workflowType: 'createTemplateFromVm',
         workflowId: workflowIds.template(req.body.name),
         args: [input],
+        staticSummary: templateSummary(input),
+        staticDetails: inputsTable('template inputs', { ...input }),
         searchAttributes: [{ key: SA.VmId, value: vm.id }],
       });
       return reply.code(202).send({ templateId, vmId: vm.id, ...started });

@@ -34,7 +34,7 @@ const evacuate: Command = {
     if (c.opts['include-stopped'] === true) body.includeStopped = true;
     // the API checks the policy name and names the field when it is not one
     const policy = flag(c, 'policy');
-    if (policy !== undefined) body.policy = nonEmpty('policy', policy);
+    if (policy !== undefined) body.policy = nonEmpty('policy', policy) as EvacuateBody['policy'];
     const r = await answer(c.api.client.POST('/v1/hosts/{id}/evacuate', { params: { path: { id: c.args[0]! } }, body }));
     if (dryRun) return print(c, r as PlanView, (p) => planText(p, { approve: true }));
     const id = str(r.evacuationId);
