@@ -132,14 +132,14 @@ describe('reconcile', () => {
     const res = await api('POST', `/v1/drift/${id}/resolve`, { action: 'adopt' });
     assert.equal(res.statusCode, 200, res.body);
     assert.equal(res.json().drift.resolution, 'adopt');
-    assert.equal(res.json().drift.resolvedBy, 'admin-token');
+    assert.equal(res.json().drift.resolvedBy, 'bootstrap-admin');
     const got = (await api('GET', `/v1/vms/${vm.rogue}`)).json();
     assert.deepEqual([got.name, got.state, got.hostId, got.cpus, got.memoryMiB], [vm.rogue, 'running', 'h2', 2, 1024]);
     const hostAfter = (await api('GET', '/v1/hosts/h2')).json();
     assert.equal(hostAfter.usage.cpus, hostBefore.usage.cpus + 2);
     assert.equal(hostAfter.usage.memoryMiB, hostBefore.usage.memoryMiB + 1024);
     const op = await f.db.em().findOneOrFail(Operation, { id: res.json().operationId });
-    assert.deepEqual([op.kind, op.subkind, op.state, op.details.principal], ['drift', 'adopt', 'completed', 'admin-token']);
+    assert.deepEqual([op.kind, op.subkind, op.state, op.details.principal], ['drift', 'adopt', 'completed', 'bootstrap-admin']);
     assert.equal((await api('POST', `/v1/drift/${id}/resolve`, { action: 'adopt' })).statusCode, 409, 'already resolved');
   });
 
