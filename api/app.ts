@@ -54,6 +54,8 @@ export interface ApiDeps {
 
 export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   const tokens: RoleTokens = deps.tokens ?? { admin: resolveAdminToken(deps.config).token, ...roleTokensFromEnv(deps.env ?? process.env) };
+  // read before anything is built: a bad value fails the start naming the variable
+  const rateLimit = rateLimitFromEnv(deps.env ?? process.env);
   const namespace = deps.temporal.options?.namespace ?? deps.config.temporalNamespace;
 
   const app = Fastify({
@@ -73,7 +75,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   installInputGuards(app);
   const tokenStore = createTokenStore(deps.db);
   installAuth(app, tokens, tokenStore);
-  await installRateLimit(app, rateLimitFromEnv(deps.env ?? process.env));
+  await installRateLimit(app, rateLimit);
   installIdempotency(app, deps.db);
 
   const ctx: ApiContext = {

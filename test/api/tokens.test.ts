@@ -9,6 +9,7 @@ import { ApiToken, Host, IdempotencyRecord, Operation } from '../../db/entities.
 import { createOperation } from '../../db/repositories/operations.js';
 import { createControlActivities } from '../../activities/control.js';
 import { createTokenStore } from '../../api/tokens.js';
+import { rateLimitFromEnv } from '../../api/rate-limit.js';
 import { addVm, ADMIN, OPERATOR, seedInventory, startTestApi, VIEWER, type TestApi } from '../helpers/api.js';
 
 const vmBody = (name: string) => ({ name, cpus: 1, memoryMiB: 256, diskGiB: 4, template: 'small' });
@@ -290,8 +291,11 @@ describe('rate limits and logs', () => {
     }
   });
 
-  it('FERRY_API_RATE_LIMIT must be a number or off', async () => {
-    await assert.rejects(startTestApi({ deps: { env: { FERRY_API_RATE_LIMIT: 'lots' } } }), /FERRY_API_RATE_LIMIT/);
+  it('FERRY_API_RATE_LIMIT: requests per minute, off, or an error naming it', () => {
+    assert.deepEqual(rateLimitFromEnv({}), { max: 600, windowMs: 60_000 });
+    assert.deepEqual(rateLimitFromEnv({ FERRY_API_RATE_LIMIT: '42' }), { max: 42, windowMs: 60_000 });
+    assert.equal(rateLimitFromEnv({ FERRY_API_RATE_LIMIT: 'off' }).max, 0);
+    assert.throws(() => rateLimitFromEnv({ FERRY_API_RATE_LIMIT: 'lots' }), /FERRY_API_RATE_LIMIT/);
   });
 
   it('request logs never contain a token', async () => {
