@@ -125,7 +125,8 @@ export function installRuntime(config: FerryConfig): void {
   Runtime.install({
     // state changes and poller notes are INFO; an operator's terminal wants warnings and errors
     logger: new DefaultLogger(process.env.FERRY_LOG_LEVEL === 'debug' ? 'DEBUG' : process.env.FERRY_LOG_LEVEL === 'info' ? 'INFO' : 'WARN'),
-    telemetryOptions: { metrics: { prometheus: { bindAddress: `0.0.0.0:${config.workerMetricsPort}` } } },
+    // counters end in _total, as Prometheus names them (promtool check metrics is clean; test/prod)
+    telemetryOptions: { metrics: { prometheus: { bindAddress: `0.0.0.0:${config.workerMetricsPort}`, countersTotalSuffix: true } } },
   });
 }
 

@@ -207,7 +207,8 @@ export async function portFree(port: number): Promise<boolean> {
 /** A base whose whole block (temporalPorts) is free, for tests that run beside prod:local. */
 export async function freeTemporalPorts(): Promise<TemporalPorts> {
   for (let i = 0; i < 200; i++) {
-    const base = 20_400 + Math.floor(Math.random() * 30_000);
+    // membership ports go into a smallint column of cluster_membership: all below 32768
+    const base = 20_400 + Math.floor(Math.random() * 11_000);
     const p = temporalPorts(base, base + 20);
     if ((await Promise.all(Object.values(p).map(portFree))).every(Boolean)) return p;
   }
@@ -348,7 +349,7 @@ export async function startTemporalServer(o: TemporalServerOptions): Promise<Tem
     await ensureSearchAttributes(address, namespace);
   } catch (e) {
     child.kill('SIGKILL');
-    throw e;
+    throw new Error(`temporal-server: ${(e as Error).message.replace('temporal dev server exited', 'exited')}`);
   }
   log(`ferry: temporal-server ${TEMPORAL_SERVER_VERSION} on ${address} (schemas ${tSchema - t0} ms, serving ${Date.now() - tSchema} ms later; log ${o.logFile})`);
   return {
