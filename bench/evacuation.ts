@@ -14,17 +14,7 @@ import type { ClusterSpec } from '../workers/cluster-spec.js';
 import { workflowIds, type FleetProgress } from '../workflows/definitions.js';
 import { makespanLowerBound } from '../domain/planner.js';
 import { Host } from '../db/entities.js';
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 } from './fleet.js';
 
 function cluster(n: number, seed: number): ClusterSpec {
   const rnd = mulberry32(seed);

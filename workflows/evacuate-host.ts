@@ -7,14 +7,14 @@
 // dryRun: plan and store the plan, touch nothing. planId without dryRun: execute exactly that
 // stored plan after re-checking it against the inventory of now; a stale plan is refused before
 // anything changes (not even maintenance), never half applied.
-import { ApplicationFailure, CancellationScope, continueAsNew, isCancellation, upsertSearchAttributes } from '@temporalio/workflow';
+import { CancellationScope, continueAsNew, isCancellation, upsertSearchAttributes } from '@temporalio/workflow';
 import type { FleetPlan } from '../domain/plan-types.js';
-import { planEvacuation, revalidatePlan } from '../domain/planner.js';
+import { planEvacuation } from '../domain/planner.js';
 import { describeFailure } from '../domain/failures.js';
 import { SA, type EvacuateInput, type FleetProgress, type VmMoveReport } from './definitions.js';
 import { workflowContext } from './context.js';
 import { activitySummary } from '../domain/summaries.js';
-import { assertParallel, fleetActivities, installFleetHandlers, predictionSettings, publishFleet, recount, runMoves, takeSnapshot, updateEta, type MoveControl, type QueuedMove } from './fleet-moves.js';
+import { approveStoredPlan, assertParallel, fleetActivities, installFleetHandlers, newFleetProgress, predictionSettings, publishFleet, recount, runMoves, takeSnapshot, updateEta, type MoveControl, type QueuedMove } from './fleet-moves.js';
 
 export const DEFAULT_MAX_PARALLEL = 3;
 
@@ -26,19 +26,8 @@ export async function evacuateHost(input: EvacuateInput): Promise<FleetProgress>
   const maxParallel = input.maxParallel ?? DEFAULT_MAX_PARALLEL;
   assertParallel(maxParallel);
   const control: MoveControl = { paused: false };
-  const progress: FleetProgress = input.carry?.progress ?? {
-    operationId,
-    kind: 'evacuation',
-    subject: input.hostId,
-    state: input.planId && !input.dryRun ? 'validating' : 'planning',
-    planId: input.planId,
-    dryRun: Boolean(input.dryRun),
-    maxParallel,
-    counts: { moved: 0, inFlight: 0, waiting: 0, failed: 0, left: 0, cancelled: 0 },
-    vms: [],
-    startedAtMs: Date.now(),
-    maxInFlightSeen: 0,
-  };
+  const progress: FleetProgress =
+    input.carry?.progress ?? newFleetProgress({ operationId, kind: 'evacuation', subject: input.hostId, planId: input.planId, dryRun: input.dryRun, maxParallel });
   installFleetHandlers(progress, control);
 
   upsertSearchAttributes([
@@ -74,22 +63,14 @@ export async function evacuateHost(input: EvacuateInput): Promise<FleetProgress>
     } else {
       const snap = await snapshot();
       if (input.planId && !input.dryRun) {
-        // ---- approval: exactly the stored plan, or nothing at all
-        const stored = await fleet.getPlan({ id: input.planId });
-        if (stored.kind !== 'evacuation' || stored.subject !== input.hostId) {
-          throw ApplicationFailure.create({ type: 'InvalidArgument', message: `plan ${input.planId} is a ${stored.kind} plan for ${stored.subject}, not an evacuation of ${input.hostId}`, nonRetryable: true });
-        }
-        if (stored.state !== 'proposed') throw ApplicationFailure.create({ type: 'Conflict', message: `plan ${input.planId} was already ${stored.state}`, nonRetryable: true });
-        const stale = revalidatePlan(stored.plan, snap);
-        if (stale.length > 0) {
-          const refusal = `plan ${input.planId} is stale: ${stale.join('; ')}`;
-          await fleet.decidePlan({ id: input.planId, state: 'refused', refusal });
-          progress.state = 'refused';
-          progress.error = refusal;
-          throw ApplicationFailure.create({ type: 'Refused', message: refusal, nonRetryable: true, details: [{ stale }] });
-        }
-        await fleet.decidePlan({ id: input.planId, state: 'approved', workflowId: info.workflowId });
-        plan = stored.plan;
+        plan = await approveStoredPlan({
+          fleet,
+          planId: input.planId,
+          snap,
+          progress,
+          workflowId: info.workflowId,
+          mismatch: (p) => (p.kind !== 'evacuation' || p.subject !== input.hostId ? `plan ${input.planId} is a ${p.kind} plan for ${p.subject}, not an evacuation of ${input.hostId}` : undefined),
+        });
       } else {
         plan = planEvacuation(snap, request, prediction);
       }

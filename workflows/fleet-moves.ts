@@ -23,7 +23,7 @@ import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type { FleetActivities } from '../activities/fleet.js';
 import { describeFailure } from '../domain/failures.js';
 import type { ClusterSnapshot, FleetPlan, PlanLink, PredictionSettings } from '../domain/plan-types.js';
-import { reestimate } from '../domain/planner.js';
+import { reestimate, revalidatePlan } from '../domain/planner.js';
 import { resolvePolicy } from '../domain/policies.js';
 import { summarized, workflowContext } from './context.js';
 import { fleetDetails } from './lib/current-details.js';
@@ -278,4 +278,51 @@ function childSearchAttributes(vm: VmMoveReport, move: QueuedMove, policy: strin
     { key: SA.TargetHost, value: move.to },
     { key: SA.MigrationKind, value: 'live' },
   ];
+}
+
+/** The empty report a fleet operation starts with. */
+export function newFleetProgress(init: { operationId: string; kind: FleetProgress['kind']; subject: string; planId?: string; dryRun?: boolean; maxParallel: number }): FleetProgress {
+  return {
+    operationId: init.operationId,
+    kind: init.kind,
+    subject: init.subject,
+    state: init.planId && !init.dryRun ? 'validating' : 'planning',
+    planId: init.planId,
+    dryRun: Boolean(init.dryRun),
+    maxParallel: init.maxParallel,
+    counts: { moved: 0, inFlight: 0, waiting: 0, failed: 0, left: 0, cancelled: 0 },
+    vms: [],
+    startedAtMs: Date.now(),
+    maxInFlightSeen: 0,
+  };
+}
+
+/**
+ * Approval of a stored plan: exactly that plan, or nothing at all. Refuses a plan of another
+ * kind or subject (`mismatch` says why) or one already decided; re-checks it against `snap` and
+ * records the refusal (stale) or the approval by `workflowId`.
+ */
+export async function approveStoredPlan(opts: {
+  fleet: ReturnType<typeof fleetActivities>;
+  planId: string;
+  snap: ClusterSnapshot;
+  progress: FleetProgress;
+  workflowId: string;
+  mismatch: (stored: { kind: string; subject: string }) => string | undefined;
+}): Promise<FleetPlan> {
+  const { fleet, planId, progress } = opts;
+  const stored = await fleet.getPlan({ id: planId });
+  const wrong = opts.mismatch(stored);
+  if (wrong) throw ApplicationFailure.create({ type: 'InvalidArgument', message: wrong, nonRetryable: true });
+  if (stored.state !== 'proposed') throw ApplicationFailure.create({ type: 'Conflict', message: `plan ${planId} was already ${stored.state}`, nonRetryable: true });
+  const stale = revalidatePlan(stored.plan, opts.snap);
+  if (stale.length > 0) {
+    const refusal = `plan ${planId} is stale: ${stale.join('; ')}`;
+    await fleet.decidePlan({ id: planId, state: 'refused', refusal });
+    progress.state = 'refused';
+    progress.error = refusal;
+    throw ApplicationFailure.create({ type: 'Refused', message: refusal, nonRetryable: true, details: [{ stale }] });
+  }
+  await fleet.decidePlan({ id: planId, state: 'approved', workflowId: opts.workflowId });
+  return stored.plan;
 }

@@ -4,14 +4,14 @@
 // kept), then dry-run (store the plan) or execute the moves as child migrations with the same
 // executor and parallelism rules as an evacuation. Business key `rebalance-<cluster>`; a
 // Temporal Schedule (overlap policy skip) starts it periodically.
-import { ApplicationFailure, CancellationScope, isCancellation, upsertSearchAttributes } from '@temporalio/workflow';
+import { CancellationScope, isCancellation, upsertSearchAttributes } from '@temporalio/workflow';
 import type { FleetPlan, RebalanceRequest } from '../domain/plan-types.js';
-import { imbalance, planRebalance, revalidatePlan } from '../domain/planner.js';
+import { imbalance, planRebalance } from '../domain/planner.js';
 import { describeFailure } from '../domain/failures.js';
 import { SA, type FleetProgress, type RebalanceInput } from './definitions.js';
 import { workflowContext } from './context.js';
 import { activitySummary } from '../domain/summaries.js';
-import { assertParallel, fleetActivities, installFleetHandlers, predictionSettings, publishFleet, recount, runMoves, takeSnapshot, updateEta, type MoveControl } from './fleet-moves.js';
+import { approveStoredPlan, assertParallel, fleetActivities, installFleetHandlers, newFleetProgress, predictionSettings, publishFleet, recount, runMoves, takeSnapshot, updateEta, type MoveControl } from './fleet-moves.js';
 
 export const REBALANCE_DEFAULTS = { level: 3, maxMoves: 5, maxParallel: 3, cooldownMs: 15 * 60_000 } as const;
 
@@ -28,19 +28,7 @@ export async function rebalance(input: RebalanceInput): Promise<FleetProgress> {
   };
   assertParallel(req.maxParallel);
   const control: MoveControl = { paused: false };
-  const progress: FleetProgress = {
-    operationId,
-    kind: 'rebalance',
-    subject: input.cluster,
-    state: input.planId && !input.dryRun ? 'validating' : 'planning',
-    planId: input.planId,
-    dryRun: Boolean(input.dryRun),
-    maxParallel: req.maxParallel,
-    counts: { moved: 0, inFlight: 0, waiting: 0, failed: 0, left: 0, cancelled: 0 },
-    vms: [],
-    startedAtMs: Date.now(),
-    maxInFlightSeen: 0,
-  };
+  const progress = newFleetProgress({ operationId, kind: 'rebalance', subject: input.cluster, planId: input.planId, dryRun: input.dryRun, maxParallel: req.maxParallel });
   installFleetHandlers(progress, control);
   upsertSearchAttributes([{ key: SA.MigrationKind, value: 'rebalance' }]);
   await ctl.beginOperation({
@@ -58,19 +46,14 @@ export async function rebalance(input: RebalanceInput): Promise<FleetProgress> {
     const snap = await takeSnapshot('all', phase);
     let plan: FleetPlan;
     if (input.planId && !input.dryRun) {
-      const stored = await fleet.getPlan({ id: input.planId });
-      if (stored.kind !== 'rebalance') throw ApplicationFailure.create({ type: 'InvalidArgument', message: `plan ${input.planId} is an ${stored.kind} plan, not a rebalance`, nonRetryable: true });
-      if (stored.state !== 'proposed') throw ApplicationFailure.create({ type: 'Conflict', message: `plan ${input.planId} was already ${stored.state}`, nonRetryable: true });
-      const stale = revalidatePlan(stored.plan, snap);
-      if (stale.length > 0) {
-        const refusal = `plan ${input.planId} is stale: ${stale.join('; ')}`;
-        await fleet.decidePlan({ id: input.planId, state: 'refused', refusal });
-        progress.state = 'refused';
-        progress.error = refusal;
-        throw ApplicationFailure.create({ type: 'Refused', message: refusal, nonRetryable: true, details: [{ stale }] });
-      }
-      await fleet.decidePlan({ id: input.planId, state: 'approved', workflowId: info.workflowId });
-      plan = stored.plan;
+      plan = await approveStoredPlan({
+        fleet,
+        planId: input.planId,
+        snap,
+        progress,
+        workflowId: info.workflowId,
+        mismatch: (p) => (p.kind !== 'rebalance' ? `plan ${input.planId} is an ${p.kind} plan, not a rebalance` : undefined),
+      });
     } else {
       plan = planRebalance(snap, req, prediction);
     }
