@@ -7,7 +7,7 @@ import { Network, Template, Vm } from '../db/entities.js';
 import * as capacity from '../db/repositories/capacity.js';
 import type { VmSpec } from '../domain/hypervisor.js';
 import { placeVm, type RejectedHost } from '../domain/placement.js';
-import { hostCandidates } from './queries.js';
+import { hostCandidates, vmSpecOf } from './queries.js';
 import type { FaultHook } from './control.js';
 import { ErrorType, failure, withFailureMapping } from './errors.js';
 
@@ -75,19 +75,8 @@ export function createColdControlActivities(deps: { db: Db; faults?: FaultHook }
         wasRunning: vm.state === 'running' || vm.state === 'migrating',
         diskGiB: vm.diskGiB,
         rejected: placement.rejected.filter((r) => r.hostId !== source.id),
-        spec: {
-          vmId: vm.id,
-          name: vm.name,
-          cpus: vm.cpus,
-          memoryBytes: vm.memoryMiB * MiB,
-          disks: vm.diskPaths,
-          seedPath: vm.seedPath ?? undefined,
-          mac: vm.mac ?? undefined,
-          network: net?.name,
-          // powered off, the guest boots on the target's CPU: it sees what the target offers
-          cpuFeatures: vm.cpuFeatures.filter((f) => target.cpuFeatures.includes(f)),
-          workload: vm.workload ?? undefined,
-        },
+        // powered off, the guest boots on the target's CPU: it sees what the target offers
+        spec: vmSpecOf(vm, net?.name, vm.cpuFeatures.filter((f) => target.cpuFeatures.includes(f))),
       };
     },
 

@@ -6,7 +6,7 @@ import { Allocation, Network, Template, Vm, type OperationKind, type OperationSt
 import * as capacity from '../db/repositories/capacity.js';
 import * as ipam from '../db/repositories/ipam.js';
 import * as operations from '../db/repositories/operations.js';
-import { acquireMigrationSlots, hostCandidates, releaseMigrationSlots } from './queries.js';
+import { acquireMigrationSlots, hostCandidates, releaseMigrationSlots, vmSpecOf } from './queries.js';
 import type { DiskSource, VmSpec } from '../domain/hypervisor.js';
 import type { CreateTemplateInput, LifecycleAction, ProvisionInput } from '../workflows/definitions.js';
 import { checkMigrationTarget, placeVm, type HostCandidate, type RejectedHost } from '../domain/placement.js';
@@ -361,18 +361,7 @@ export function createControlActivities(deps: ControlActivityDeps) {
           targetDatastoreId: copyDisks ? targetDatastoreId : null,
           memoryBytes: v.memoryMiB * MiB,
           rejected,
-          spec: {
-            vmId: v.id,
-            name: v.name,
-            cpus: v.cpus,
-            memoryBytes: v.memoryMiB * MiB,
-            disks: v.diskPaths,
-            seedPath: v.seedPath ?? undefined,
-            mac: v.mac ?? undefined,
-            network: net?.name,
-            cpuFeatures: v.cpuFeatures,
-            workload: v.workload ?? undefined,
-          } satisfies VmSpec,
+          spec: vmSpecOf(v, net?.name),
         };
       }
     },

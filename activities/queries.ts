@@ -4,6 +4,23 @@ import { OptimisticLockError } from '@mikro-orm/core';
 import type { Db } from '../db/orm.js';
 import { Allocation, Datastore, Host, Network, Operation, Vm } from '../db/entities.js';
 import type { HostCandidate } from '../domain/placement.js';
+import type { VmSpec } from '../domain/hypervisor.js';
+
+/** The hypervisor's spec of an inventory VM (its disks, seed, NIC and CPU features as recorded). */
+export function vmSpecOf(v: Vm, network: string | undefined, cpuFeatures: string[] = v.cpuFeatures): VmSpec {
+  return {
+    vmId: v.id,
+    name: v.name,
+    cpus: v.cpus,
+    memoryBytes: v.memoryMiB * 1024 ** 2,
+    disks: v.diskPaths,
+    seedPath: v.seedPath ?? undefined,
+    mac: v.mac ?? undefined,
+    network,
+    cpuFeatures,
+    workload: v.workload ?? undefined,
+  };
+}
 
 export async function hostCandidates(db: Db): Promise<HostCandidate[]> {
   const em = db.em();
