@@ -25,7 +25,7 @@ import type { VmSpec } from '../domain/hypervisor.js';
 import type { MigrationResult, ProvisionResult } from '../workflows/definitions.js';
 import { outcome, stopOwnTemporal } from '../test/helpers/ferry.js';
 import { startQemuFerry, type QemuFerry } from '../test/helpers/qemu-ferry.js';
-import { readHeartbeat } from '../test/helpers/qemu-guest.js';
+import { readHeartbeat } from '../workers/lab/guest-images.js';
 
 const MiB = 1024 ** 2;
 const MEMORY_MIB = 64;

@@ -14,6 +14,8 @@
 //   FERRY_QEMU_NETWORKS      comma-separated network names                           default 'default'
 //   FERRY_QEMU_MIGRATION_ADDRESS  address peers use for incoming migrations           default 127.0.0.1
 //   FERRY_QEMU_PORT_RANGE    "lo-hi" TCP ports for incoming migrations               default 47000-47999
+//   FERRY_QEMU_NETNS         network namespace QEMU runs in (ip netns exec; root)    default none
+//   FERRY_QEMU_BINARY        the qemu-system binary                                  default qemu-system-x86_64
 //   FERRY_QEMU_CPU_MODEL, FERRY_QEMU_CPUS, FERRY_QEMU_MEMORY_MIB, FERRY_QEMU_ACCEL (tcg|kvm|auto)
 //   FERRY_QEMU_POLL_MS       how often long activities poll QEMU                     default 100
 //   DATABASE_URL / FERRY_DATA_DIR / TEMPORAL_NAMESPACE as for every ferry process (config/)
@@ -106,6 +108,9 @@ export function loadQemuAgentConfig(env: NodeJS.ProcessEnv = process.env, cwd = 
   }
   const migrationAddress = env.FERRY_QEMU_MIGRATION_ADDRESS || undefined;
   if (migrationAddress && !/^[A-Za-z0-9.:-]+$/.test(migrationAddress)) throw new ConfigError('FERRY_QEMU_MIGRATION_ADDRESS', `"${migrationAddress}" is not a host name or address`);
+  const netns = env.FERRY_QEMU_NETNS || undefined;
+  if (netns && !/^[A-Za-z0-9_.-]{1,64}$/.test(netns)) throw new ConfigError('FERRY_QEMU_NETNS', `"${netns}" is not a network namespace name`);
+  const qemuBinary = env.FERRY_QEMU_BINARY || undefined;
   const accel = env.FERRY_QEMU_ACCEL || undefined;
   if (accel && !['tcg', 'kvm', 'auto'].includes(accel)) throw new ConfigError('FERRY_QEMU_ACCEL', `"${accel}" must be tcg, kvm or auto`);
   const cpuModel = env.FERRY_QEMU_CPU_MODEL || undefined;
@@ -131,6 +136,8 @@ export function loadQemuAgentConfig(env: NodeJS.ProcessEnv = process.env, cwd = 
       ...(networks ? { networks } : {}),
       ...(portRange ? { portRange } : {}),
       ...(migrationAddress ? { migrationAddress } : {}),
+      ...(netns ? { netns } : {}),
+      ...(qemuBinary ? { qemuBinary } : {}),
       ...(accel ? { accel: accel as 'tcg' | 'kvm' | 'auto' } : {}),
       ...(cpuModel ? { cpuModel } : {}),
       ...(cpus ? { cpus } : {}),

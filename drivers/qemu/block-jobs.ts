@@ -82,7 +82,7 @@ export function createBlockJobs({ cfg, store, sessions }: VmDeps) {
     const nodes = await nodeNames(vmId);
     let port: number | undefined;
     for (const p of portOrder(`${hostId}/${vmId}/nbd`, portRange).slice(0, 64)) {
-      if (!(await portIsFree(migrationAddress, p))) continue;
+      if (!cfg.netns && !(await portIsFree(migrationAddress, p))) continue;
       try {
         await qmp(vmId, 'nbd-server-start', { addr: { type: 'inet', data: { host: migrationAddress, port: String(p) } } });
         port = p;

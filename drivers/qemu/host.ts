@@ -35,6 +35,13 @@ export interface QemuDriverOptions {
   machine?: string;
   qemuBinary?: string;
   qemuImgBinary?: string;
+  /**
+   * network namespace QEMU runs in (`ip netns exec <netns> qemu-system-...`, root only): its
+   * migration and NBD listeners bind the namespace's address, so the port probe is QEMU's own
+   * bind (a busy port fails migrate-incoming / nbd-server-start and the next one is tried). QMP
+   * stays a unix socket in the state folder, reachable from any namespace.
+   */
+  netns?: string;
   /** per-command QMP timeout; default 10 s */
   qmpTimeoutMs?: number;
   /** how long continueSwitchover / cancelMigration wait for QEMU to reach the end state; default 60 s */
@@ -54,6 +61,7 @@ export interface HostConfig {
   cpuFeatures: string[];
   qemuBinary: string;
   qemuImgBinary: string;
+  netns: string | undefined;
   machine: string;
   qmpTimeoutMs: number;
   migrationWaitMs: number;
@@ -86,6 +94,9 @@ export function resolveHost(options: QemuDriverOptions): HostConfig {
     assertSafeName('datastore id', ds.id);
     if (!path.isAbsolute(ds.path)) throw new DriverError(`datastore "${ds.id}" path "${ds.path}" must be absolute`, 'INVALID_ARGUMENT', true);
   }
+  if (options.netns !== undefined && !/^[A-Za-z0-9_.-]{1,64}$/.test(options.netns)) {
+    throw new DriverError(`netns "${options.netns}" is not a network namespace name`, 'INVALID_ARGUMENT', true);
+  }
   const networks = options.networks ?? ['default'];
   networks.forEach((n) => assertSafeName('network', n));
   return {
@@ -100,6 +111,7 @@ export function resolveHost(options: QemuDriverOptions): HostConfig {
     cpuFeatures: options.cpuFeatures ?? QEMU64_FEATURES,
     qemuBinary: options.qemuBinary ?? 'qemu-system-x86_64',
     qemuImgBinary: options.qemuImgBinary ?? 'qemu-img',
+    netns: options.netns,
     machine: options.machine ?? 'pc',
     qmpTimeoutMs: options.qmpTimeoutMs ?? 10_000,
     migrationWaitMs: options.migrationWaitMs ?? 60_000,

@@ -25,7 +25,8 @@ export function createIncoming({ cfg, store, sessions, procs }: VmDeps, lifecycl
     let lastErr: unknown;
     for (const port of portOrder(`${hostId}/${vmId}`, portRange).slice(0, 64)) {
       const candidate = `tcp:${migrationAddress}:${port}`;
-      if (taken.has(candidate) || !(await portIsFree(migrationAddress, port))) continue;
+      // in a namespace the probe would bind in the agent's namespace, not QEMU's: QEMU's bind decides
+      if (taken.has(candidate) || (!cfg.netns && !(await portIsFree(migrationAddress, port)))) continue;
       try {
         await qmp(vmId, 'migrate-incoming', { uri: candidate });
         return candidate;

@@ -48,7 +48,9 @@ export function createProcesses(cfg: HostConfig, store: VmStore, sessions: QmpSe
     await fs.rm(p.qmpSocket, { force: true });
     await fs.rm(p.pidFile, { force: true });
     const args = buildQemuArgs(spec, p, { accel: await resolveAccel(), cpuModel: cfg.cpuModel, machine: cfg.machine, startPaused: true, incoming });
-    const r = await execa(cfg.qemuBinary, args, { reject: false, stdin: 'ignore', timeout: 60_000 });
+    // in a lab namespace QEMU is started through `ip netns exec` (which exits once QEMU daemonizes)
+    const [cmd, argv]: [string, string[]] = cfg.netns ? ['ip', ['netns', 'exec', cfg.netns, cfg.qemuBinary, ...args]] : [cfg.qemuBinary, args];
+    const r = await execa(cmd, argv, { reject: false, stdin: 'ignore', timeout: 60_000 });
     if (r.failed || r.exitCode !== 0) {
       const why = (r as { code?: string }).code === 'ENOENT' ? `binary "${cfg.qemuBinary}" not found` : String(r.stderr ?? '').trim().slice(-800) || r.shortMessage;
       // a parent that timed out may have left a child behind

@@ -1,10 +1,12 @@
 // Shared plumbing for the real-QEMU tests: skip reason when QEMU is absent, unique temp state
-// folders, and a sweeper that SIGKILLs every process whose command line mentions a test folder
-// (daemonized QEMUs are not our children, so nothing else would reap them).
+// folders, and the lab's sweeper (workers/lab/procs.ts) that SIGKILLs every process whose command
+// line mentions a test folder (daemonized QEMUs are not our children, nothing else reaps them).
 import { execFileSync } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+
+export { pidsMentioning, sweep } from '../../workers/lab/procs.js';
 
 function has(bin: string): boolean {
   try {
@@ -24,35 +26,6 @@ if (qemuSkipReason) console.log(`# SKIP qemu tests: ${qemuSkipReason}`);
 /** A short unique temp folder (QMP socket paths must stay under 108 bytes). */
 export async function tempRoot(prefix = 'fq-'): Promise<string> {
   return fs.mkdtemp(path.join(os.tmpdir(), prefix));
-}
-
-/** pids of live processes whose argv contains `needle`. */
-export async function pidsMentioning(needle: string): Promise<number[]> {
-  const out: number[] = [];
-  for (const name of await fs.readdir('/proc')) {
-    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
-    try {
-      const stat = await fs.readFile(`/proc/${name}/stat`, 'utf8');
-      if (stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z') continue;
-      const cmd = await fs.readFile(`/proc/${name}/cmdline`, 'utf8');
-      if (cmd.includes(needle)) out.push(Number(name));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return out;
-}
-
-/** SIGKILLs every process started under `root`, then removes the folder. */
-export async function sweep(root: string): Promise<void> {
-  for (const pid of await pidsMentioning(root)) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
-  await fs.rm(root, { recursive: true, force: true });
 }
 
 /** Polls `cond` until true; fails with `what` after timeoutMs (conditions, not sleeps). */

@@ -7,7 +7,6 @@
 // this instance, against the run's Temporal dev server (test/helpers/ferry.ts temporalAddress()).
 import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
 import { NativeConnection, type Worker } from '@temporalio/worker';
-import { execa, type ResultPromise } from 'execa';
 import { randomUUID } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
@@ -16,10 +15,10 @@ import { createQemuDriver, type QemuDatastoreConfig, type QemuDriver } from '../
 import { readPidFile } from '../../drivers/qemu/process.js';
 import { seedCluster, type ClusterSpec } from '../../workers/cluster-spec.js';
 import { createControlWorker, createHostAgent, runWorkers } from '../../workers/create-worker.js';
-import { PROJECT_ROOT } from '../../workers/temporal-cli.js';
+import { spawnQemuAgent, type AgentProcess } from '../../workers/lab/agents.js';
 import { controlQueue, workflowIds, type LiveMigrateInput, type ProvisionInput } from '../../workflows/definitions.js';
 import { startProvision, temporalAddress } from './ferry.js';
-import { buildGuest, readHeartbeat, type GuestImages, type GuestKind } from './qemu-guest.js';
+import { buildGuest, readHeartbeat, type GuestImages, type GuestKind } from '../../workers/lab/guest-images.js';
 import { pidsMentioning, sweep, tempRoot } from './qemu-env.js';
 
 const MiB = 1024 ** 2;
@@ -31,14 +30,7 @@ export interface QemuHost {
   agent: 'in-process' | 'process';
 }
 
-export interface AgentProcess {
-  hostId: string;
-  child: ResultPromise;
-  /** everything the agent printed */
-  output(): string;
-  /** SIGKILL by default; resolves once the process is gone */
-  kill(signal?: NodeJS.Signals): Promise<void>;
-}
+export type { AgentProcess } from '../../workers/lab/agents.js';
 
 export interface QemuFerryOptions {
   /** host ids (default qa, qb) */
@@ -199,47 +191,22 @@ export async function startQemuFerry(opts: QemuFerryOptions = {}): Promise<QemuF
     async spawnAgent(hostId) {
       const h = hostOf(hostId);
       if (h.agent !== 'process') throw new Error(`host ${hostId} runs its agent in-process (list it in processAgents)`);
-      const child = execa(process.execPath, ['--import', 'tsx', 'workers/qemu-agent.ts'], {
-        cwd: PROJECT_ROOT,
-        reject: false,
-        stdio: ['ignore', 'pipe', 'pipe'],
-        env: {
-          FERRY_HOST_ID: h.id,
-          FERRY_QEMU_STATE_DIR: h.stateDir,
-          FERRY_QEMU_DATASTORES: JSON.stringify(datastoresOf(h.id)),
-          FERRY_QEMU_NETWORKS: networkName,
-          FERRY_QEMU_PORT_RANGE: `${h.portRange[0]}-${h.portRange[1]}`,
-          FERRY_QEMU_CPUS: '4',
-          FERRY_QEMU_MEMORY_MIB: '4096',
-          FERRY_QEMU_POLL_MS: String(opts.pollMs ?? 20),
-          TEMPORAL_ADDRESS: address,
-          FERRY_TASK_QUEUE_PREFIX: prefix,
-          DATABASE_URL: databaseUrl,
-          FERRY_DATA_DIR: root,
-          FERRY_WORKER_METRICS: 'off',
-          FERRY_LOG_LEVEL: 'WARN',
-        },
+      const proc = await spawnQemuAgent(h.id, {
+        FERRY_HOST_ID: h.id,
+        FERRY_QEMU_STATE_DIR: h.stateDir,
+        FERRY_QEMU_DATASTORES: JSON.stringify(datastoresOf(h.id)),
+        FERRY_QEMU_NETWORKS: networkName,
+        FERRY_QEMU_PORT_RANGE: `${h.portRange[0]}-${h.portRange[1]}`,
+        FERRY_QEMU_CPUS: '4',
+        FERRY_QEMU_MEMORY_MIB: '4096',
+        FERRY_QEMU_POLL_MS: String(opts.pollMs ?? 20),
+        TEMPORAL_ADDRESS: address,
+        FERRY_TASK_QUEUE_PREFIX: prefix,
+        DATABASE_URL: databaseUrl,
+        FERRY_DATA_DIR: root,
+        FERRY_WORKER_METRICS: 'off',
+        FERRY_LOG_LEVEL: 'WARN',
       });
-      let out = '';
-      child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-      child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
-      const deadline = Date.now() + 60_000;
-      while (!out.includes(' running ')) {
-        if (child.exitCode !== null || Date.now() > deadline) {
-          child.kill('SIGKILL');
-          throw new Error(`qemu agent ${hostId} did not start: ${out}`);
-        }
-        await new Promise((r) => setTimeout(r, 50));
-      }
-      const proc: AgentProcess = {
-        hostId,
-        child,
-        output: () => out,
-        async kill(signal = 'SIGKILL') {
-          if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-          await child;
-        },
-      };
       agents.push(proc);
       return proc;
     },

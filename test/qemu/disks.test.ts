@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { execa } from 'execa';
 import { DriverError } from '../../domain/hypervisor.js';
 import { createQemuDriver, seedFiles, type QemuDriver } from '../../drivers/qemu/index.js';
-import { buildGuest, type GuestImages } from '../helpers/qemu-guest.js';
+import { buildGuest, type GuestImages } from '../../workers/lab/guest-images.js';
 import { filesUnder, qemuSkipReason, sweep, tempRoot } from '../helpers/qemu-env.js';
 
 const MiB = 1024 * 1024;

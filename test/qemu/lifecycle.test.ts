@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { execa } from 'execa';
 import { DriverError, type VmSpec } from '../../domain/hypervisor.js';
 import { createQemuDriver, type QemuDriver } from '../../drivers/qemu/index.js';
-import { HALT_MAGIC, buildGuest, readHeartbeat, type GuestImages } from '../helpers/qemu-guest.js';
+import { HALT_MAGIC, buildGuest, readHeartbeat, type GuestImages } from '../../workers/lab/guest-images.js';
 import { filesUnder, pidsMentioning, qemuSkipReason, sweep, tempRoot, waitFor } from '../helpers/qemu-env.js';
 
 const MiB = 1024 * 1024;

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { DriverError, type MigrationStats, type VmSpec } from '../../domain/hypervisor.js';
 import { createQemuDriver, type QemuDriver } from '../../drivers/qemu/index.js';
-import { buildGuest, readHeartbeat, type GuestImages } from '../helpers/qemu-guest.js';
+import { buildGuest, readHeartbeat, type GuestImages } from '../../workers/lab/guest-images.js';
 import { filesUnder, pidsMentioning, qemuSkipReason, sweep, tempRoot, waitFor } from '../helpers/qemu-env.js';
 
 const MiB = 1024 * 1024;

@@ -1,4 +1,4 @@
-// The test guest: a 512-byte boot sector built with the machine's `as`/`ld` (no downloads),
+// The fast default guest of the QEMU lab and the qemu tests: a 512-byte boot sector built with the machine's `as`/`ld` (no downloads),
 // padded to 1 MiB. It switches to 32-bit protected mode, prints "UP" on COM1, then either
 //   - dirty: loops touching one dword in every 4 KiB page of [START, END), increments a heartbeat
 //     at guest-physical 0x500 per pass and prints '.' every 256 passes (a full core under TCG), or
@@ -87,10 +87,10 @@ export interface GuestImages {
   qcow2: string;
 }
 
-const cacheRoot = path.join(os.tmpdir(), 'ferry-qemu-guest-cache');
+const defaultCacheRoot = path.join(os.tmpdir(), 'ferry-qemu-guest-cache');
 
-/** Builds (or reuses from the cache) the guest image of the given kind. */
-export async function buildGuest(g: GuestKind): Promise<GuestImages> {
+/** Builds (or reuses from the cache folder) the guest image of the given kind. */
+export async function buildGuest(g: GuestKind, cacheRoot = defaultCacheRoot): Promise<GuestImages> {
   const defs =
     g.kind === 'halt'
       ? ['--defsym', 'HALT=1', '--defsym', `MAGIC=0x${HALT_MAGIC.toString(16)}`]
