@@ -1,0 +1,5 @@
+export { createLibvirtDriver, type LibvirtDriver } from './driver.js';
+export { type LibvirtDriverOptions, type LibvirtDatastoreConfig, checkConnectUri } from './host.js';
+export { buildDomainXml, parseDomainXml, parsePoolXml, parseVolXml, buildDirPoolXml, domainUuid, FERRY_NS } from './domain-xml.js';
+export { parseDomState, mapDomState, parseJobInfo, jobToStats, parseNodeInfo, parseBlockJob, classifyVirshError, virshErrorMessage } from './parse.js';
+export { migrateArgs, bandwidthMiB } from './migration.js';
