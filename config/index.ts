@@ -2,7 +2,7 @@
 // ConfigError whose one-line message names the variable (entrypoints print it and exit 2).
 import { resolve } from 'node:path';
 
-export type DriverKind = 'sim' | 'qemu';
+export type DriverKind = 'sim' | 'qemu' | 'libvirt';
 
 export interface FerryConfig {
   dataDir: string;
@@ -36,7 +36,7 @@ export class ConfigError extends Error {
   }
 }
 
-const DRIVERS: readonly string[] = ['sim', 'qemu'];
+const DRIVERS: readonly string[] = ['sim', 'qemu', 'libvirt'];
 
 function port(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
   const raw = env[name];
@@ -64,7 +64,6 @@ function positiveInt(env: NodeJS.ProcessEnv, name: string, fallback: number): nu
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): FerryConfig {
   const dataDir = resolve(cwd, env.FERRY_DATA_DIR || './data');
   const driver = env.FERRY_DRIVER || 'sim';
-  if (driver === 'libvirt') throw new ConfigError('FERRY_DRIVER', '"libvirt" is planned but not implemented yet; use sim or qemu');
   if (!DRIVERS.includes(driver)) throw new ConfigError('FERRY_DRIVER', `unknown driver "${driver}" (expected one of: ${DRIVERS.join(', ')})`);
 
   const databaseUrl = env.DATABASE_URL || resolve(dataDir, 'ferry.sqlite');

@@ -17,10 +17,13 @@ test('defaults: sim driver, SQLite under ./data, API 8080, Web UI 8233', () => {
   assert.equal(c.workerMetricsPort, 9464);
 });
 
+test('FERRY_DRIVER=libvirt is accepted (host agents: workers/libvirt-agent.ts)', () => {
+  assert.equal(loadConfig({ FERRY_DRIVER: 'libvirt' }, '/tmp').driver, 'libvirt');
+});
+
 test('every bad value names its variable', () => {
   const cases: Array<[Record<string, string>, string, RegExp]> = [
     [{ FERRY_DRIVER: 'xen' }, 'FERRY_DRIVER', /unknown driver "xen"/],
-    [{ FERRY_DRIVER: 'libvirt' }, 'FERRY_DRIVER', /not implemented/],
     [{ FERRY_API_PORT: '99999' }, 'FERRY_API_PORT', /outside 1-65535/],
     [{ FERRY_API_PORT: '80a' }, 'FERRY_API_PORT', /not a port/],
     [{ FERRY_WORKER_METRICS_PORT: '0' }, 'FERRY_WORKER_METRICS_PORT', /outside/],
