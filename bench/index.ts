@@ -55,13 +55,33 @@ const BENCHES: Bench[] = [
     timeoutMs: 900_000,
     run: async (log) => (await import('./evacuation.js')).benchEvacuation({ log }),
   },
+  {
+    title: '7. dev server vs the production Temporal server on PostgreSQL: per-activity dispatch, migrations/s (bench/throughput.ts)',
+    timeoutMs: 600_000,
+    run: async (log) => (await import('./throughput.js')).benchServers({ log }),
+  },
+  {
+    title: '8. throughput under load: closed loops of C = 10 and 100 migrations vs bare workflows (bench/throughput.ts)',
+    timeoutMs: 600_000,
+    run: async (log) => (await import('./throughput.js')).benchThroughput({ log }),
+  },
+  {
+    title: '9. control worker memory with 0, 100 and 500 migrations in flight (bench/throughput.ts)',
+    timeoutMs: 900_000,
+    run: async (log) => (await import('./throughput.js')).benchMemory({ log }),
+  },
 ];
 
 async function main(): Promise<number> {
   const started = performance.now();
   console.log(`ferry bench — ${new Date().toISOString()} — node ${process.version}, ${process.platform}/${process.arch}`);
+  // `npm run bench -- 7 qemu`: only benchmark 7 and those whose title contains "qemu"
+  const only = process.argv.slice(2).map((a) => a.toLowerCase());
+  const picked = (title: string) => only.some((w) => (/^\d+$/.test(w) ? title.startsWith(`${w}. `) : title.toLowerCase().includes(w)));
+  const selected = only.length ? BENCHES.filter((b) => picked(b.title)) : BENCHES;
+  if (only.length && !selected.length) throw new Error(`no benchmark title matches ${only.join(', ')}`);
   const failed: string[] = [];
-  for (const b of BENCHES) {
+  for (const b of selected) {
     console.log('');
     console.log(`=== ${b.title} ===`);
     const t0 = performance.now();
