@@ -29,6 +29,7 @@ import { ensureConfiguredSchedules, rebalanceRoutes } from './routes/rebalance.j
 import { driftRoutes } from './routes/drift.js';
 import { tokenRoutes } from './routes/tokens.js';
 import { vmRoutes } from './routes/vms.js';
+import { consoleRoutes } from './routes/console.js';
 
 export interface ApiDeps {
   db: Db;
@@ -109,6 +110,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   healthRoutes(app, ctx, fleet);
   inventoryRoutes(app, ctx);
   vmRoutes(app, ctx);
+  consoleRoutes(app, ctx);
   migrationRoutes(app, ctx);
   operationRoutes(app, ctx);
   fleetRoutes(app, ctx);

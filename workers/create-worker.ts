@@ -9,6 +9,7 @@ import { createControlActivities, type ControlActivityDeps } from '../activities
 import { createFleetActivities, type FleetPredictionConfig } from '../activities/fleet.js';
 import { createDriftActivities } from '../activities/drift.js';
 import { createColdHostActivities } from '../activities/cold.js';
+import { consoleReaderOf, createConsoleActivities, type ConsoleReader } from '../activities/console.js';
 import { createColdControlActivities } from '../activities/cold-control.js';
 import { createStorageControlActivities } from '../activities/storage-control.js';
 import { controlQueue, hostQueue } from '../workflows/definitions.js';
@@ -63,12 +64,17 @@ export async function createControlWorker(opts: WorkerBase & { deps: ControlWork
   });
 }
 
-export async function createHostAgent(opts: WorkerBase & { driver: HypervisorDriver; pollMs?: number }): Promise<Worker> {
+/** `console`: how this host reads VM consoles (default: the driver's own consoleTail, when it has one). */
+export async function createHostAgent(opts: WorkerBase & { driver: HypervisorDriver; pollMs?: number; console?: ConsoleReader }): Promise<Worker> {
   return Worker.create({
     connection: opts.connection,
     namespace: opts.namespace,
     taskQueue: hostQueue(opts.driver.hostId, opts.prefix),
-    activities: { ...createHostActivities({ driver: opts.driver, pollMs: opts.pollMs }), ...createColdHostActivities({ driver: opts.driver }) },
+    activities: {
+      ...createHostActivities({ driver: opts.driver, pollMs: opts.pollMs }),
+      ...createColdHostActivities({ driver: opts.driver }),
+      ...createConsoleActivities({ hostId: opts.driver.hostId, reader: opts.console ?? consoleReaderOf(opts.driver) }),
+    },
     maxConcurrentActivityTaskExecutions: 40,
     // heartbeats carry cancellation: send them at least every second so a cancelled disk copy
     // or pre-copy watch stops promptly (the default throttle is 80% of the heartbeat timeout)

@@ -29,7 +29,7 @@ import { ConfigError, loadConfig, type FerryConfig } from '../config/index.js';
 import { createDb, migrateUp, type Db } from '../db/orm.js';
 import { Datastore, Host, Network } from '../db/entities.js';
 import { assertSafeName, DriverError, type HostInfo } from '../domain/hypervisor.js';
-import { createQemuDriver, type QemuDatastoreConfig, type QemuDriver, type QemuDriverOptions } from '../drivers/qemu/index.js';
+import { createQemuConsole, createQemuDriver, type QemuDatastoreConfig, type QemuDriver, type QemuDriverOptions } from '../drivers/qemu/index.js';
 import { hostQueue } from '../workflows/definitions.js';
 import { createHostAgent, runWorkers } from './create-worker.js';
 
@@ -229,7 +229,7 @@ export async function startQemuAgent(cfg: QemuAgentConfig): Promise<RunningQemuA
     await migrateUp(db);
     await registerQemuHost(db, await driver.hostInfo(), { maxOutgoingMigrations: cfg.ferry.maxOutgoingMigrations, maxIncomingMigrations: cfg.ferry.maxIncomingMigrations });
     connection = await NativeConnection.connect({ address: cfg.temporalAddress });
-    const worker = await createHostAgent({ connection, namespace: cfg.ferry.temporalNamespace, prefix: cfg.prefix, driver, pollMs: cfg.pollMs });
+    const worker = await createHostAgent({ connection, namespace: cfg.ferry.temporalNamespace, prefix: cfg.prefix, driver, pollMs: cfg.pollMs, console: createQemuConsole(driver.hostId, driver.stateDir) });
     const running = runWorkers([worker]);
     const conn = connection;
     return {

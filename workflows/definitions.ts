@@ -432,3 +432,10 @@ export const pauseFleetSignal = defineSignal('pause');
 export const resumeFleetSignal = defineSignal('resume');
 /** no new move starts; `abortRunning` also rolls back moves before their commitment */
 export const cancelFleetSignal = defineSignal<[{ reason?: string; abortRunning?: boolean }]>('cancel');
+
+/** VmConsole: read the last `tail` lines of a VM's serial console on the host that runs it. */
+export interface ConsoleInput {
+  vmId: string;
+  hostId: string;
+  tail: number;
+}

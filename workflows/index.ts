@@ -7,3 +7,4 @@ export { reconcile } from './reconcile.js';
 export { rebalance } from './rebalance.js';
 export { coldMigrate } from './cold-migrate.js';
 export { storageMigrate } from './storage-migrate.js';
+export { vmConsole } from './vm-console.js';

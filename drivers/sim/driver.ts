@@ -20,6 +20,8 @@ import type {
   VmRuntime,
   VmSpec,
 } from '../hypervisor.js';
+import { DriverError } from '../hypervisor.js';
+import { lastLines, type ConsoleTail } from '../../domain/console.js';
 import type { SimCluster } from './cluster.js';
 import * as cold from './cold-ops.js';
 import * as disks from './disk-ops.js';
@@ -101,6 +103,19 @@ export class SimDriver implements HypervisorDriver {
 
   async listVms(): Promise<VmRuntime[]> {
     return vms.listVms(this.host);
+  }
+
+  /** No guest runs in the simulator: its console says so and shows the simulated VM's state. */
+  async consoleTail(vmId: string, tail: number): Promise<ConsoleTail> {
+    const rt = await this.vmStatus(vmId);
+    if (!rt) throw new DriverError(`vm "${vmId}" is not on host "${this.hostId}"`, 'NOT_FOUND', true);
+    const text = [
+      `ferry simulator: serial console of ${vmId} (simulated, no guest OS runs)`,
+      `[sim] ${vmId} ${rt.state} on ${this.hostId}: ${rt.spec.cpus} vCPU, ${rt.spec.memoryBytes / 1024 / 1024} MiB, ${rt.spec.disks.length} disk(s)`,
+      '',
+    ].join('\n');
+    const { lines, truncated } = lastLines(text, tail);
+    return { vmId, hostId: this.hostId, lines, size: Buffer.byteLength(text), truncated };
   }
 
   // ------------------------------------------------------------------ live migration (migration-ops.ts)

@@ -11,7 +11,7 @@ import { randomUUID } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { createDb, migrateUp, type Db } from '../../db/orm.js';
-import { createQemuDriver, type QemuDatastoreConfig, type QemuDriver } from '../../drivers/qemu/index.js';
+import { createQemuConsole, createQemuDriver, type QemuDatastoreConfig, type QemuDriver } from '../../drivers/qemu/index.js';
 import { readPidFile } from '../../drivers/qemu/process.js';
 import { seedCluster, type ClusterSpec } from '../../workers/cluster-spec.js';
 import { createControlWorker, createHostAgent, runWorkers } from '../../workers/create-worker.js';
@@ -146,7 +146,7 @@ export async function startQemuFerry(opts: QemuFerryOptions = {}): Promise<QemuF
   const workers: Worker[] = [await createControlWorker({ connection, namespace: 'default', prefix, deps: { db } })];
   for (const h of hosts) {
     const d = drivers.get(h.id);
-    if (d) workers.push(await createHostAgent({ connection, namespace: 'default', prefix, driver: d, pollMs: opts.pollMs ?? 20 }));
+    if (d) workers.push(await createHostAgent({ connection, namespace: 'default', prefix, driver: d, pollMs: opts.pollMs ?? 20, console: createQemuConsole(h.id, h.stateDir) }));
   }
   const running = runWorkers(workers);
   const agents: AgentProcess[] = [];

@@ -1,0 +1,46 @@
+// ferry vms console <vm> [--tail N] [--follow]: the guest's serial console from the host that runs
+// it now (GET /v1/vms/{id}/console). --follow polls once a second and prints what the guest wrote
+// since, and says when the console moved to another host (a live migration's switchover).
+import { answer } from '../client.js';
+import { flag, type Command, type Ctx } from '../command.js';
+import { intInRange } from '../flags.js';
+import { printJson } from '../output.js';
+
+const TAIL_MAX = 10_000;
+
+async function read(c: Ctx, id: string, tail: number) {
+  return answer(c.api.client.GET('/v1/vms/{id}/console', { params: { path: { id }, query: { tail } } }));
+}
+
+export const vmConsoleCommands: Command[] = [
+  {
+    words: ['vms', 'console'],
+    args: ['id'],
+    usage: 'vms console <id> [--tail N] [--follow]',
+    summary: "the guest's serial console, from the host that runs it now (--follow: keep printing, Ctrl-C stops)",
+    options: { tail: { type: 'string' }, follow: { type: 'boolean' } },
+    run: async (c) => {
+      const id = c.args[0]!;
+      const tail = intInRange('tail', flag(c, 'tail'), 1, TAIL_MAX) ?? 100;
+      let last = await read(c, id, tail);
+      if (c.json && !c.opts.follow) return printJson(c, last);
+      for (const l of last.lines) c.out(l);
+      if (!c.opts.follow) return 0;
+      const sleep = c.io.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+      for (;;) {
+        await sleep(1000);
+        const now = await read(c, id, tail);
+        if (now.hostId !== last.hostId) {
+          c.out(`--- ${id}: console now on ${now.hostId} (was ${last.hostId}) ---`);
+          for (const l of now.lines) c.out(l);
+        } else if (now.size > last.size) {
+          // what grew since the last read: the end of the tail, as many bytes as the log grew
+          const text = Buffer.from(now.lines.join('\n'));
+          const grown = now.size - last.size;
+          c.io.stdout.write(grown < text.length ? text.subarray(text.length - grown).toString() : `${text.toString()}\n`);
+        }
+        last = now;
+      }
+    },
+  },
+];
