@@ -22,8 +22,8 @@ export interface ClusterSpec {
     cpuOvercommit?: number;
     memoryOvercommit?: number;
     maintenance?: boolean;
-    /** default 'sim'; qemu hosts are written to the database only (their agent owns the driver) */
-    driver?: 'sim' | 'qemu';
+    /** default 'sim'; qemu and libvirt hosts are written to the database only (their agent owns the driver) */
+    driver?: 'sim' | 'qemu' | 'libvirt';
     migrationAddress?: string;
   }>;
   datastores: Array<{ id: string; shared: boolean; capacityGiB: number; throughputMiBps: number; hostIds: string[] }>;

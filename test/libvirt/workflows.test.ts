@@ -1,0 +1,106 @@
+// ferry's workflows on REAL libvirt (TCG) end to end, FERRY_DRIVER=libvirt hosts: provisionVm makes
+// a linked clone of the template on the shared pool and boots it on lv1; liveMigrate moves it to
+// lv2 while the guest dirties memory (its counter continues on lv2); a cancel during pre-copy
+// rolls back with the VM running on lv1 and nothing on lv2. After each test the invariant: every
+// VM defined on exactly one libvirt host (`virsh list --all` on every host) and that host is the
+// inventory's. Skips only when libvirt cannot be installed here.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { Operation, Vm } from '../../db/entities.js';
+import { migrationProgressQuery, type MigrationProgress, type MigrationResult, type ProvisionResult } from '../../workflows/definitions.js';
+import { ensureLibvirt } from '../../workers/lab/libvirt-lab.js';
+import { outcome, stopOwnTemporal, waitFor } from '../helpers/ferry.js';
+import { startLibvirtFerry, type LibvirtFerry } from '../helpers/libvirt-ferry.js';
+
+const MiB = 1024 ** 2;
+const avail = await ensureLibvirt();
+const skip: string | false = avail.ok ? false : `libvirt cannot be installed here: ${avail.reason}`;
+if (skip) console.log(`# SKIP libvirt workflow tests: ${skip}`);
+
+describe('ferry workflows on real libvirt (TCG)', { skip }, () => {
+  let f: LibvirtFerry;
+  let n = 0;
+
+  before(async () => {
+    f = await startLibvirtFerry({ hosts: 2 });
+  });
+
+  after(async () => {
+    await f?.close();
+    await stopOwnTemporal();
+  });
+
+  async function provisionRunning(hostId: string): Promise<{ vmId: string; result: ProvisionResult }> {
+    const name = `lvm-${++n}-${f.prefix.slice(1, 5)}`;
+    const vmId = `vm-${name}`;
+    const r = await outcome<ProvisionResult>(await f.provision({ name, vmId, hostId, memoryMiB: 64 }));
+    assert.ok(r.ok, !r.ok ? r.message : '');
+    assert.equal(r.value.hostId, hostId);
+    return { vmId, result: r.value };
+  }
+
+  /** The invariant: defined on exactly `hostId` among all libvirt hosts, running, inventory agrees. */
+  async function assertOnlyOn(vmId: string, hostId: string) {
+    const uuid = f.driver(hostId).domainUuid(vmId);
+    const doms = await f.domains();
+    const holders = Object.entries(doms).filter(([, u]) => u.includes(uuid)).map(([h]) => h);
+    assert.deepEqual(holders, [hostId], `${vmId} defined on exactly ${hostId}: ${JSON.stringify(doms)}`);
+    assert.equal((await f.driver(hostId).vmStatus(vmId))?.state, 'running');
+    const vm = await f.db.em().fork().findOneOrFail(Vm, { id: vmId });
+    assert.equal(vm.hostId, hostId);
+    assert.equal(vm.state, 'running');
+  }
+
+  test('provision from the template on lv1, live-migrate to lv2 while the guest dirties memory', async () => {
+    const { vmId, result } = await provisionRunning('lv1');
+    try {
+      const disk = await f.driver('lv1').diskInfo(result.diskPaths[0]!);
+      assert.equal(disk?.backingPath, f.guest.qcow2, 'linked clone of the template image');
+      await assertOnlyOn(vmId, 'lv1');
+      const first = await f.heartbeat('lv1', vmId);
+      const beating = await waitFor('the guest counting on lv1', async () => {
+        const v = await f.heartbeat('lv1', vmId);
+        return v > first + 5 && v;
+      });
+      const h = await f.migrate({ vmId, targetHostId: 'lv2', overrides: { maxBandwidthBytesPerSec: 1024 * MiB } });
+      const r = await outcome<MigrationResult>(h);
+      assert.ok(r.ok, !r.ok ? r.message : '');
+      assert.equal(r.value.state, 'completed');
+      const onB = await f.heartbeat('lv2', vmId);
+      assert.ok(onB >= beating, `counter on lv2 (${onB}) continues from lv1's (${beating})`);
+      await waitFor('the counter advancing on lv2', async () => (await f.heartbeat('lv2', vmId)) > onB);
+      await assertOnlyOn(vmId, 'lv2');
+      const op = await f.db.em().fork().findOneOrFail(Operation, { workflowId: h.workflowId }, { orderBy: { startedAt: 'desc' } });
+      assert.equal(op.state, 'completed');
+      const d = op.details as { downtimeMs: number; rounds: number; transferredBytes: number };
+      assert.ok(Number.isInteger(d.downtimeMs) && d.downtimeMs > 0, `downtime ${d.downtimeMs} ms from libvirt's completed job`);
+      assert.ok(d.rounds >= 2, `rounds ${d.rounds}`);
+      console.log(`# libvirt workflow live migration: downtime ${d.downtimeMs} ms, ${d.rounds} rounds, ${(d.transferredBytes / MiB).toFixed(1)} MiB`);
+    } finally {
+      await f.destroyEverywhere(vmId);
+    }
+  });
+
+  test('cancel during pre-copy: running on lv1, nothing on lv2', async () => {
+    const { vmId } = await provisionRunning('lv1');
+    try {
+      const h = await f.migrate({ vmId, targetHostId: 'lv2', policy: 'converge-or-abort', overrides: { maxBandwidthBytesPerSec: 2 * MiB, maxRounds: 1000 } });
+      await waitFor('pre-copy under way', async () => {
+        const p: MigrationProgress = await h.query(migrationProgressQuery);
+        assert.equal(p.state, 'running', p.error);
+        return p.stage === 'pre-copy' && p.progress.transferredBytes > 0 && p;
+      });
+      await h.signal('cancel', { reason: 'operator changed their mind' });
+      const r = await outcome(h);
+      assert.equal(r.ok, false);
+      const op = await f.db.em().fork().findOneOrFail(Operation, { workflowId: h.workflowId }, { orderBy: { startedAt: 'desc' } });
+      assert.equal(op.state, 'cancelled');
+      await waitFor('nothing on lv2', async () => (await f.domains()).lv2!.length === 0, 15_000);
+      await assertOnlyOn(vmId, 'lv1');
+      const before = await f.heartbeat('lv1', vmId);
+      await waitFor('still counting on lv1', async () => (await f.heartbeat('lv1', vmId)) > before);
+    } finally {
+      await f.destroyEverywhere(vmId);
+    }
+  });
+});
