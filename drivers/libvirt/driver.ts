@@ -4,6 +4,7 @@
 // one record per outgoing migration in stateDir/migrations/. This file only wires the parts
 // together; each concern has its own file (see README.md).
 import { DriverError, type HypervisorDriver } from '../hypervisor.js';
+import { createBlockJobs } from './block-jobs.js';
 import { createDisks } from './disks.js';
 import { hostInfo, hostUuid, resolveHost, type LibvirtDriverOptions } from './host.js';
 import { createLifecycle } from './lifecycle.js';
@@ -31,6 +32,7 @@ export function createLibvirtDriver(options: LibvirtDriverOptions): LibvirtDrive
   const life = createLifecycle(cfg);
   const disks = createDisks(cfg);
   const migration = createMigration(cfg, life, options.virshBinary);
+  const blockJobs = createBlockJobs(cfg, life);
   const cold = 'ColdMigrate on libvirt (vol-download/vol-upload onto the target pool, then define) is planned';
 
   return {
@@ -54,6 +56,7 @@ export function createLibvirtDriver(options: LibvirtDriverOptions): LibvirtDrive
     pauseVm: life.pauseVm,
     resumeVm: life.resumeVm,
     async destroyVm(vmId) {
+      await blockJobs.cancelDiskMirror(vmId).catch(() => undefined);
       await life.destroyVm(vmId);
       await migration.dropRecord(vmId);
     },
@@ -67,6 +70,11 @@ export function createLibvirtDriver(options: LibvirtDriverOptions): LibvirtDrive
     setMigrationParams: migration.setMigrationParams,
     continueSwitchover: migration.continueSwitchover,
     cancelMigration: migration.cancelMigration,
+
+    startDiskMirror: blockJobs.startDiskMirror,
+    diskMirrorStatus: blockJobs.diskMirrorStatus,
+    completeDiskMirror: blockJobs.completeDiskMirror,
+    cancelDiskMirror: blockJobs.cancelDiskMirror,
 
     describeVmHome: async () => unsupported('describeVmHome', cold),
     receiveVmHome: async () => unsupported('receiveVmHome', cold),

@@ -178,6 +178,45 @@ describe('libvirt driver on real libvirtd (TCG), two hosts in namespaces', { ski
     }
   });
 
+  test('live storage migration (blockcopy --transient-job, pivot): shared pool -> local pool, counter continues; cancel removes the copy', async () => {
+    const spec = await running(a);
+    const moved: string[] = [];
+    try {
+      const target = { kind: 'datastore' as const, datastoreId: 'local-lv1' };
+      await assert.rejects(a.startDiskMirror!(spec.vmId, { kind: 'nbd', host: '10.252.0.2', port: 10809, exports: [] }), /not supported by the libvirt driver/);
+      // cancel first: the VM stays on its disk, the partial copy goes
+      await a.startDiskMirror!(spec.vmId, { ...target, speedBytesPerSec: 1 * MiB });
+      const copy = `${lab.hosts[0]!.localPath}/${spec.disks[0]!.split('/').pop()}`;
+      assert.ok((await a.diskMirrorStatus!(spec.vmId)).status !== 'none');
+      await a.cancelDiskMirror!(spec.vmId);
+      assert.equal((await a.diskMirrorStatus!(spec.vmId)).status, 'none');
+      assert.equal(await a.diskInfo(copy), null, 'partial copy deleted');
+      assert.deepEqual((await a.vmStatus(spec.vmId))?.spec.disks, spec.disks);
+      // then the real move
+      await a.startDiskMirror!(spec.vmId, target);
+      await a.startDiskMirror!(spec.vmId, target); // idempotent
+      const ready = await waitFor('mirror in sync', async () => {
+        const s = await a.diskMirrorStatus!(spec.vmId);
+        assert.notEqual(s.status, 'failed', s.error);
+        return s.inSync && s;
+      });
+      assert.ok(ready.totalBytes > 0);
+      const h = await beat(a, spec.vmId);
+      const done = await a.completeDiskMirror!(spec.vmId);
+      moved.push(...(done.diskPaths ?? []));
+      assert.deepEqual(done.diskPaths, [copy]);
+      const st = await a.vmStatus(spec.vmId);
+      assert.equal(st?.state, 'running');
+      assert.deepEqual(st?.spec.disks, [copy], 'the spec follows the pivot');
+      assert.equal((await a.diskInfo(copy))?.datastoreId, 'local-lv1');
+      assert.equal(await a.diskInfo(spec.disks[0]!), null, 'the old disk is deleted');
+      await waitFor('counting on the copy', async () => (await beat(a, spec.vmId)) > h);
+    } finally {
+      await cleanup(spec);
+      for (const p of moved) await a.deleteDisk(p);
+    }
+  });
+
   test('cancel during pre-copy (domjobabort): running on lv1, nothing on lv2', async () => {
     const spec = await running(a);
     try {
