@@ -70,6 +70,14 @@ const BENCHES: Bench[] = [
     timeoutMs: 900_000,
     run: async (log) => (await import('./throughput.js')).benchMemory({ log }),
   },
+  {
+    title: '10. pre-copy model vs real QEMU: rounds, bytes, total time, verdict (bench/precopy-qemu.ts)',
+    timeoutMs: 300_000,
+    async run(log) {
+      if (!(await qemuBinary())) return log('skipped: qemu-system-x86_64 is not on PATH');
+      await (await import('./precopy-qemu.js')).benchPrecopyQemu({ log });
+    },
+  },
 ];
 
 async function main(): Promise<number> {
