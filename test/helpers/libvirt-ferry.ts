@@ -13,6 +13,7 @@ import { createDb, migrateUp, type Db } from '../../db/orm.js';
 import { createLibvirtDriver, type LibvirtDriver } from '../../drivers/libvirt/index.js';
 import { seedCluster, type ClusterSpec } from '../../workers/cluster-spec.js';
 import { createControlWorker, createHostAgent, runWorkers } from '../../workers/create-worker.js';
+import { PROJECT_ROOT } from '../../workers/temporal-cli.js';
 import { buildGuest, readHeartbeat, type GuestImages } from '../../workers/lab/guest-images.js';
 import { startLibvirtLab, type LibvirtLab, type LibvirtLabHost } from '../../workers/lab/libvirt-lab.js';
 import { controlQueue, workflowIds, type LiveMigrateInput, type ProvisionInput } from '../../workflows/definitions.js';
@@ -35,12 +36,21 @@ export interface LibvirtFerry {
   /** `virsh list --all --uuid` of every host: host id -> domain UUIDs (the invariant checker's view) */
   domains(): Promise<Record<string, string[]>>;
   heartbeat(hostId: string, vmId: string): Promise<number>;
+  /** starts workers/libvirt-agent.ts for a `processAgents` host; resolves when it polls */
+  spawnAgent(hostId: string): Promise<LibvirtAgentProcess>;
   /** destroys and undefines a VM on every host, removes its volumes from the shared pool */
   destroyEverywhere(vmId: string): Promise<void>;
   close(): Promise<void>;
 }
 
-export async function startLibvirtFerry(opts: { hosts?: number } = {}): Promise<LibvirtFerry> {
+export interface LibvirtAgentProcess {
+  output(): string;
+  /** SIGKILL by default; resolves once the process is gone */
+  kill(signal?: NodeJS.Signals): Promise<void>;
+}
+
+export async function startLibvirtFerry(opts: { hosts?: number; processAgents?: string[] } = {}): Promise<LibvirtFerry> {
+  const processAgents = new Set(opts.processAgents ?? []);
   const address = await temporalAddress();
   const prefix = `l${randomUUID().slice(0, 8)}-`;
   const lab = await startLibvirtLab({ hosts: opts.hosts ?? 2 });
@@ -78,7 +88,9 @@ export async function startLibvirtFerry(opts: { hosts?: number } = {}): Promise<
   const client = new Client({ connection: clientConn, namespace: 'default' });
   const connection = await NativeConnection.connect({ address });
   const workers: Worker[] = [await createControlWorker({ connection, namespace: 'default', prefix, deps: { db } })];
-  for (const d of drivers.values()) workers.push(await createHostAgent({ connection, namespace: 'default', prefix, driver: d, pollMs: 100 }));
+  for (const d of drivers.values()) if (!processAgents.has(d.hostId)) workers.push(await createHostAgent({ connection, namespace: 'default', prefix, driver: d, pollMs: 100 }));
+  const agents: LibvirtAgentProcess[] = [];
+  const databaseUrl = path.join(root, 'ferry.sqlite');
   const running = runWorkers(workers);
 
   const driver = (hostId: string): LibvirtDriver => {
@@ -117,6 +129,52 @@ export async function startLibvirtFerry(opts: { hosts?: number } = {}): Promise<
       const d = driver(hostId);
       return readHeartbeat((c) => d.hmp(vmId, c));
     },
+    async spawnAgent(hostId) {
+      const h = labHost(hostId);
+      if (!processAgents.has(hostId)) throw new Error(`host ${hostId} runs its agent in-process (list it in processAgents)`);
+      const child = execa(process.execPath, ['--import', 'tsx', 'workers/libvirt-agent.ts'], {
+        cwd: PROJECT_ROOT,
+        reject: false,
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: {
+          FERRY_HOST_ID: h.id,
+          FERRY_LIBVIRT_URI: h.uri,
+          FERRY_LIBVIRT_MIGRATION_URI: h.migrationUri,
+          FERRY_LIBVIRT_STATE_DIR: path.join(h.dir, 'ferry-state'),
+          FERRY_LIBVIRT_DATASTORES: JSON.stringify([{ id: 'lvshared', pool: h.sharedPool, shared: true }]),
+          FERRY_LIBVIRT_NETWORKS: networkName,
+          FERRY_LIBVIRT_CPUS: '4',
+          FERRY_LIBVIRT_MEMORY_MIB: '4096',
+          FERRY_LIBVIRT_POLL_MS: '100',
+          TEMPORAL_ADDRESS: address,
+          FERRY_TASK_QUEUE_PREFIX: prefix,
+          DATABASE_URL: databaseUrl,
+          FERRY_DATA_DIR: root,
+          FERRY_WORKER_METRICS: 'off',
+          FERRY_LOG_LEVEL: 'WARN',
+        },
+      });
+      let out = '';
+      child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+      child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+      const deadline = Date.now() + 60_000;
+      while (!out.includes(' running ')) {
+        if (child.exitCode !== null || Date.now() > deadline) {
+          child.kill('SIGKILL');
+          throw new Error(`libvirt agent ${hostId} did not start: ${out}`);
+        }
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const proc: LibvirtAgentProcess = {
+        output: () => out,
+        async kill(signal = 'SIGKILL') {
+          if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+          await child;
+        },
+      };
+      agents.push(proc);
+      return proc;
+    },
     async destroyEverywhere(vmId) {
       for (const d of drivers.values()) await d.destroyVm(vmId).catch(() => undefined);
       for (const f of await fs.readdir(lab.sharedPath).catch(() => [] as string[])) {
@@ -124,6 +182,7 @@ export async function startLibvirtFerry(opts: { hosts?: number } = {}): Promise<
       }
     },
     async close() {
+      for (const a of agents) await a.kill('SIGKILL').catch(() => undefined);
       await running.stop().catch(() => undefined);
       await connection.close().catch(() => undefined);
       await clientConn.close().catch(() => undefined);

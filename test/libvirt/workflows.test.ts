@@ -6,7 +6,8 @@
 // inventory's. Skips only when libvirt cannot be installed here.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { Operation, Vm } from '../../db/entities.js';
+import { execa } from 'execa';
+import { Host, Operation, Vm } from '../../db/entities.js';
 import { migrationProgressQuery, type MigrationProgress, type MigrationResult, type ProvisionResult } from '../../workflows/definitions.js';
 import { ensureLibvirt } from '../../workers/lab/libvirt-lab.js';
 import { outcome, stopOwnTemporal, waitFor } from '../helpers/ferry.js';
@@ -22,7 +23,7 @@ describe('ferry workflows on real libvirt (TCG)', { skip }, () => {
   let n = 0;
 
   before(async () => {
-    f = await startLibvirtFerry({ hosts: 2 });
+    f = await startLibvirtFerry({ hosts: 3, processAgents: ['lv3'] });
   });
 
   after(async () => {
@@ -100,6 +101,45 @@ describe('ferry workflows on real libvirt (TCG)', { skip }, () => {
       const before = await f.heartbeat('lv1', vmId);
       await waitFor('still counting on lv1', async () => (await f.heartbeat('lv1', vmId)) > before);
     } finally {
+      await f.destroyEverywhere(vmId);
+    }
+  });
+
+  test('the source host agent (workers/libvirt-agent.ts) SIGKILLed during pre-copy and restarted: the migration completes, one domain, running on lv2', async () => {
+    // the agent registers its host from what libvirt reports: undo a stale row to see it do so
+    await f.db.em().fork().nativeUpdate(Host, { id: 'lv3' }, { cpus: 1, migrationAddress: 'stale' });
+    let agent = await f.spawnAgent('lv3');
+    const row = await f.db.em().fork().findOneOrFail(Host, { id: 'lv3' });
+    assert.equal(row.driver, 'libvirt');
+    assert.equal(row.cpus, 4, 'FERRY_LIBVIRT_CPUS reached the Host row');
+    assert.equal(row.migrationAddress, f.labHost('lv3').address, 'the address of the p2p migration URI');
+    assert.match(agent.output(), new RegExp(`host uuid ${f.labHost('lv3').hostUuid}`));
+    const { vmId } = await provisionRunning('lv3');
+    try {
+      const h = await f.migrate({ vmId, targetHostId: 'lv2', policy: 'converge-or-abort', overrides: { maxBandwidthBytesPerSec: 2 * MiB, maxRounds: 1000 } });
+      await waitFor('pre-copy under way', async () => {
+        const p: MigrationProgress = await h.query(migrationProgressQuery);
+        assert.equal(p.state, 'running', p.error);
+        return p.stage === 'pre-copy' && p.progress.transferredBytes > 0 && p;
+      });
+      await agent.kill('SIGKILL');
+      // libvirtd drives the migration and the detached virsh survives its agent: speed it up
+      // while no agent watches so it completes unattended (destination held paused by --suspend)
+      const uri = f.labHost('lv3').uri;
+      const uuid = f.driver('lv3').domainUuid(vmId);
+      await execa('virsh', ['-c', uri, 'migrate-setspeed', uuid, '1024']);
+      await waitFor('completed with no agent', async () => (await f.driver('lv3').vmStatus(vmId))?.state === 'postmigrate', 60_000);
+      assert.equal((await f.driver('lv2').vmStatus(vmId))?.state, 'paused', 'the destination waits for activation');
+      agent = await f.spawnAgent('lv3');
+      const r = await outcome<MigrationResult>(h);
+      assert.ok(r.ok, !r.ok ? r.message : '');
+      await assertOnlyOn(vmId, 'lv2');
+      const onB = await f.heartbeat('lv2', vmId);
+      await waitFor('counting on lv2', async () => (await f.heartbeat('lv2', vmId)) > onB);
+      const op = await f.db.em().fork().findOneOrFail(Operation, { workflowId: h.workflowId }, { orderBy: { startedAt: 'desc' } });
+      assert.equal(op.state, 'completed');
+    } finally {
+      await agent.kill('SIGKILL');
       await f.destroyEverywhere(vmId);
     }
   });
