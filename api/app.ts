@@ -30,6 +30,7 @@ import { driftRoutes } from './routes/drift.js';
 import { tokenRoutes } from './routes/tokens.js';
 import { vmRoutes } from './routes/vms.js';
 import { consoleRoutes } from './routes/console.js';
+import { v2vRoutes } from './routes/v2v.js';
 
 export interface ApiDeps {
   db: Db;
@@ -111,6 +112,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   inventoryRoutes(app, ctx);
   vmRoutes(app, ctx);
   consoleRoutes(app, ctx);
+  v2vRoutes(app, ctx);
   migrationRoutes(app, ctx);
   operationRoutes(app, ctx);
   fleetRoutes(app, ctx);

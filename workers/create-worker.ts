@@ -12,6 +12,7 @@ import { createColdHostActivities } from '../activities/cold.js';
 import { consoleReaderOf, createConsoleActivities, type ConsoleReader } from '../activities/console.js';
 import { createColdControlActivities } from '../activities/cold-control.js';
 import { createStorageControlActivities } from '../activities/storage-control.js';
+import { createV2vActivities } from '../activities/v2v.js';
 import { controlQueue, hostQueue } from '../workflows/definitions.js';
 
 export const WORKFLOWS_PATH = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
@@ -74,6 +75,7 @@ export async function createHostAgent(opts: WorkerBase & { driver: HypervisorDri
       ...createHostActivities({ driver: opts.driver, pollMs: opts.pollMs }),
       ...createColdHostActivities({ driver: opts.driver }),
       ...createConsoleActivities({ hostId: opts.driver.hostId, reader: opts.console ?? consoleReaderOf(opts.driver) }),
+      ...createV2vActivities({ hostId: opts.driver.hostId, driver: opts.driver }),
     },
     maxConcurrentActivityTaskExecutions: 40,
     // heartbeats carry cancellation: send them at least every second so a cancelled disk copy

@@ -219,6 +219,8 @@ export interface StorageMigrateInput {
   vmId: string;
   /** a datastore of the VM's own host */
   targetDatastoreId: string;
+  /** who asked for it (the audit record names it) */
+  principal?: string;
   /** mirror bandwidth cap (bytes/s) */
   maxBandwidthBytesPerSec?: number;
   /** give up when the mirror is not in sync after this long (default 6 h) */
@@ -247,6 +249,8 @@ export type ColdStage = (typeof COLD_STAGES)[number] | 'queued' | 'rollback' | '
 
 export interface ColdMigrateInput {
   vmId: string;
+  /** who asked for it (the audit record names it); an evacuation's moves carry its principal */
+  principal?: string;
   /** kind auto chose cold: why */
   auto?: AutoChoice;
   targetHostId?: string;
@@ -439,3 +443,15 @@ export interface ConsoleInput {
   hostId: string;
   tail: number;
 }
+
+// ---------------------------------------------------------------- V2V (workflows/v2v.ts)
+/** ImportVm: ProvisionVm's import method on a package inspectVmPackage staged on provision.hostId. */
+export interface ImportVmInput {
+  provision: ProvisionInput;
+  /** the staging folder (and simulator image) openVmPackage made; discarded when the import ends */
+  stageId: string;
+  importPath: string;
+  /** false: stop the VM once provisioned (ProvisionVm always boots it to prove it runs) */
+  start: boolean;
+}
+

@@ -8,3 +8,4 @@ export { rebalance } from './rebalance.js';
 export { coldMigrate } from './cold-migrate.js';
 export { storageMigrate } from './storage-migrate.js';
 export { vmConsole } from './vm-console.js';
+export { inspectVmPackage, discardVmPackage, importVm, exportVm } from './v2v.js';

@@ -17,7 +17,7 @@ export const safeId = (what: string) => z.string().regex(SAFE_NAME, `${what} mus
 const ref = z.string().min(1).max(128);
 const tag = z.string().min(1).max(63).regex(/^[A-Za-z0-9][A-Za-z0-9_.:=\/-]*$/, 'tags are letters, digits and _ . : = / -');
 /** A host path handed to the hypervisor host: absolute, no `..`, no control characters. */
-const hostPath = z
+export const hostPath = z
   .string()
   .min(2)
   .max(4096)

@@ -2,6 +2,7 @@
 // one call into the file of its concern (disks, VM lifecycle, migration), each made of
 // transactions on the shared state file (SimHost.op in host.ts).
 import type {
+  DiskFormat,
   DiskMirrorStats,
   DiskMirrorTarget,
   CloudInitSeed,
@@ -29,6 +30,7 @@ import { SimHost } from './host.js';
 import * as migration from './migration-ops.js';
 import * as mirror from './mirror-ops.js';
 import * as vms from './vm-ops.js';
+import * as v2v from './v2v-ops.js';
 
 export class SimDriver implements HypervisorDriver {
   readonly kind = 'sim' as const;
@@ -183,5 +185,16 @@ export class SimDriver implements HypervisorDriver {
   /** sha256 of what the simulator holds at a path (tests), null when nothing is there */
   fileSha256(path: string): string | null {
     return cold.simFileSha256(this.host, path);
+  }
+
+  // ------------------------------------------------------------------ V2V (v2v-ops.ts)
+
+  /** A validated package disk as an importable image on one of this host's datastores. */
+  async adoptImportImage(i: { stageId: string; file: string; format: DiskFormat; sizeBytes: number }): Promise<{ path: string }> {
+    return v2v.adoptImportImage(this.host, i);
+  }
+
+  async forgetImportImage(path: string): Promise<void> {
+    v2v.forgetImportImage(this.host, path);
   }
 }
