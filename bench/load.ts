@@ -122,7 +122,10 @@ export interface Rig {
  */
 export async function startRig(o: RigOptions): Promise<Rig> {
   process.env.FERRY_TEST_TEMPORAL_ADDRESS = o.address;
-  const ferry = await startTestFerry({ cluster: smallCluster({ hosts: o.hosts, memoryMiB: 64 * 1024, cpus: 64, poolSize: Math.max(200, o.vms + 20) }), timeScale: o.timeScale, workers: 'none' });
+  const cluster = smallCluster({ hosts: o.hosts, memoryMiB: 64 * 1024, cpus: 64 });
+  // a /22 (1,000 addresses): smallCluster's /24 holds 245 guests
+  cluster.networks[0] = { ...cluster.networks[0]!, cidr: '10.0.0.0/22', rangeStart: '10.0.0.10', rangeEnd: '10.0.3.250' };
+  const ferry = await startTestFerry({ cluster, timeScale: o.timeScale, workers: 'none' });
   const hosts = ferry.cluster.hosts.map((h) => h.id);
   const started: LoadWorker[] = [];
   let agents: ReturnType<typeof runWorkers> | undefined;
