@@ -64,7 +64,7 @@ try {
   ferry = await startFerry({ config, role: 'all', temporalAddress: address });
   if (lab) {
     console.log(`ferry: preparing the QEMU lab in ${lab.root}...`);
-    await prepareLab(lab, ferry.db);
+    await prepareLab(lab, ferry.db, (l) => console.log(l));
     const plan = lab;
     // an agent registers its host, re-attaches to the VMs in its state folder, then polls
     const started = await Promise.allSettled(

@@ -39,6 +39,8 @@ export interface QemuFerryOptions {
   processAgents?: string[];
   /** the template's guest (default: dirtying 16 MiB of memory) */
   guest?: GuestKind;
+  /** a template image of its own instead (e.g. workers/lab/linux-guest.ts's real Linux) */
+  templateImage?: string;
   /** first port of the incoming-migration ranges; each host gets the next 100 (default 47600) */
   basePort?: number;
   /** how often host activities poll QEMU (default 20 ms) */
@@ -48,6 +50,8 @@ export interface QemuFerryOptions {
    * host (`qlocal-<hostId>`, live migration must copy the disks); shared+local: both
    */
   storage?: 'shared' | 'local' | 'shared+local';
+  /** in-process (default), or none: the caller runs the control worker (a process it can SIGKILL) */
+  controlWorker?: 'in-process' | 'none';
 }
 
 export interface QemuFerry {
@@ -137,13 +141,13 @@ export async function startQemuFerry(opts: QemuFerryOptions = {}): Promise<QemuF
   }
   const templateId = 'tpl-qguest';
   const networkId = 'net-q';
-  const cluster = qemuClusterSpec(infos, { datastoreId: datastore.id, templateId, imagePath: guest.qcow2, networkId, networkName, datastores: allDatastores.map((d) => ({ id: d.id, shared: d.shared, hostIds: d.hostIds })) });
+  const cluster = qemuClusterSpec(infos, { datastoreId: datastore.id, templateId, imagePath: opts.templateImage ?? guest.qcow2, networkId, networkName, datastores: allDatastores.map((d) => ({ id: d.id, shared: d.shared, hostIds: d.hostIds })) });
   await seedCluster(db, undefined, cluster);
 
   const clientConn = await Connection.connect({ address });
   const client = new Client({ connection: clientConn, namespace: 'default' });
   const connection = await NativeConnection.connect({ address });
-  const workers: Worker[] = [await createControlWorker({ connection, namespace: 'default', prefix, deps: { db } })];
+  const workers: Worker[] = opts.controlWorker === 'none' ? [] : [await createControlWorker({ connection, namespace: 'default', prefix, deps: { db } })];
   for (const h of hosts) {
     const d = drivers.get(h.id);
     if (d) workers.push(await createHostAgent({ connection, namespace: 'default', prefix, driver: d, pollMs: opts.pollMs ?? 20, console: createQemuConsole(h.id, h.stateDir) }));

@@ -89,6 +89,8 @@ test('FERRY_DRIVER=qemu npm start: lab hosts, provision, live migration, console
     const hosts = (await e.call('GET', '/v1/hosts')).body.items;
     assert.deepEqual(hosts.map((h: { id: string; driver: string }) => [h.id, h.driver]), [['host-a', 'qemu'], ['host-b', 'qemu'], ['host-c', 'qemu']]);
 
+    const templates = (await e.call('GET', '/v1/templates')).body.items.map((t: { id: string }) => t.id).sort();
+    assert.deepEqual(templates, ['tpl-dirty', 'tpl-linux'], 'both lab templates were built locally');
     const made = await e.call('POST', '/v1/vms', { name: 'lab-1', cpus: 1, memoryMiB: 64, diskGiB: 1, template: 'tpl-dirty' });
     assert.equal(made.status, 202, JSON.stringify(made.body));
     const vmId: string = made.body.vmId;

@@ -24,6 +24,7 @@ import type { Db } from '../../db/orm.js';
 import { createQemuDriver, type QemuDatastoreConfig } from '../../drivers/qemu/index.js';
 import { seedCluster, type ClusterSpec } from '../cluster-spec.js';
 import { buildGuest } from './guest-images.js';
+import { buildLinuxGuest } from './linux-guest.js';
 import { labNamespaces, namespacesAvailable, parseSubnet, setupLabNetwork, teardownLabNetwork } from './netns.js';
 import { pidsMentioning } from './procs.js';
 
@@ -34,9 +35,13 @@ export const LAB_NETWORK = 'lab-net';
 export const MAX_LAB_HOSTS = 16;
 /** the fast default template: the boot-sector guest that dirties 16 MiB and prints '.' */
 export const DIRTY_TEMPLATE = 'tpl-dirty';
+/** the real Linux guest (workers/lab/linux-guest.ts), when its Debian packages can be fetched */
+export const LINUX_TEMPLATE = 'tpl-linux';
 
 export interface LabConfig {
   root: string;
+  /** build caches that outlive lab:down (<FERRY_DATA_DIR>/tools) */
+  toolsDir: string;
   hosts: number;
   portRange: [number, number];
   network: 'auto' | 'netns' | 'loopback';
@@ -57,6 +62,7 @@ export interface LabHost {
 
 export interface LabPlan {
   root: string;
+  toolsDir: string;
   mode: 'netns' | 'loopback';
   subnet: string;
   netnsPrefix: string;
@@ -117,7 +123,7 @@ export function loadLabConfig(env: NodeJS.ProcessEnv, ferry: FerryConfig): LabCo
   const root = path.join(ferry.dataDir, 'lab');
   // QMP sockets live at <root>/<host>/vms/<vmId>/qmp.sock: unix socket paths end at 108 bytes
   if (Buffer.byteLength(root) > 50) throw new ConfigError('FERRY_DATA_DIR', `${ferry.dataDir} is too long for the lab's QMP socket paths (keep it under 46 characters)`);
-  return { root, hosts, portRange, network, qemuBinary, qemuImgBinary, subnet, netnsPrefix };
+  return { root, toolsDir: path.join(ferry.dataDir, 'tools'), hosts, portRange, network, qemuBinary, qemuImgBinary, subnet, netnsPrefix };
 }
 
 /** Host ids host-a, host-b, ...; each gets an equal slice of the port range. */
@@ -146,7 +152,7 @@ export function planLab(cfg: LabConfig): LabPlan {
       ...(namespaces[i] ? { netns: namespaces[i].name } : {}),
     };
   });
-  return { root: cfg.root, mode, subnet: cfg.subnet, netnsPrefix: cfg.netnsPrefix, reason, shared: { id: 'lab-shared', path: path.join(cfg.root, 'shared'), shared: true }, hosts, qemuBinary: cfg.qemuBinary, qemuImgBinary: cfg.qemuImgBinary };
+  return { root: cfg.root, toolsDir: cfg.toolsDir, mode, subnet: cfg.subnet, netnsPrefix: cfg.netnsPrefix, reason, shared: { id: 'lab-shared', path: path.join(cfg.root, 'shared'), shared: true }, hosts, qemuBinary: cfg.qemuBinary, qemuImgBinary: cfg.qemuImgBinary };
 }
 
 export function describeLab(plan: LabPlan): string[] {
@@ -156,7 +162,7 @@ export function describeLab(plan: LabPlan): string[] {
       : `  lab         ${plan.hosts.length} qemu hosts on loopback 127.0.0.1 (no namespaces: ${plan.reason})`,
   ];
   for (const h of plan.hosts) lines.push(`    ${h.id}  ${h.netns ? `netns ${h.netns} ${h.migrationAddress}` : h.migrationAddress}  ports ${h.portRange.join('-')}  state ${h.stateDir}`);
-  lines.push(`    datastores ${plan.shared.id} (shared) + local-<host>; network ${LAB_NETWORK}; templates ${DIRTY_TEMPLATE}`);
+  lines.push(`    datastores ${plan.shared.id} (shared) + local-<host>; network ${LAB_NETWORK}; templates ${DIRTY_TEMPLATE} (default), ${LINUX_TEMPLATE}`);
   return lines;
 }
 
@@ -209,11 +215,17 @@ export async function readLabRecord(root: string): Promise<LabRecord | undefined
  * the templates, the inventory rows (hosts as the driver reports them, datastores, network and
  * IP pool, templates). Idempotent: rows that exist are kept.
  */
-export async function prepareLab(plan: LabPlan, db: Db): Promise<void> {
+export async function prepareLab(plan: LabPlan, db: Db, log: (l: string) => void = console.log): Promise<void> {
   await fs.mkdir(plan.root, { recursive: true });
   await fs.writeFile(recordPath(plan.root), JSON.stringify({ mode: plan.mode, prefix: plan.netnsPrefix, subnet: plan.subnet, hosts: plan.hosts.map((h) => h.id), ownerPid: process.pid } satisfies LabRecord, null, 2));
   if (plan.mode === 'netns') await setupLabNetwork({ prefix: plan.netnsPrefix, subnet: plan.subnet, hosts: plan.hosts.length });
   const dirty = await buildGuest({ kind: 'dirty', dirtyBytes: 16 * MiB }, path.join(plan.root, 'tools', 'guests'));
+  // the real Linux guest needs Debian's packages (apt-get download, cached in tools/): without
+  // them the lab still runs, with the boot-sector template only
+  const linux = await buildLinuxGuest(plan.toolsDir, log).catch((e: Error) => {
+    log(`ferry: no ${LINUX_TEMPLATE} template (${e.message.split('\n')[0]})`);
+    return undefined;
+  });
   const infos = [];
   for (const h of plan.hosts) {
     const d = createQemuDriver({ hostId: h.id, stateDir: h.stateDir, datastores: [plan.shared, h.local], networks: [LAB_NETWORK], cpus: 4, memoryBytes: 4096 * MiB, qemuBinary: plan.qemuBinary });
@@ -228,6 +240,17 @@ export async function prepareLab(plan: LabPlan, db: Db): Promise<void> {
     datastores: datastores.map((d) => ({ ...d, capacityGiB: 100, throughputMiBps: 500 })),
     templates: [
       { id: DIRTY_TEMPLATE, name: 'dirty-guest', os: 'ferry boot-sector guest: dirties 16 MiB, prints "." on the serial console', datastoreIds: datastores.map((d) => d.id), diskGiB: 1, minMemoryMiB: 64, imagePath: dirty.qcow2 },
+      ...(linux
+        ? [{
+            id: LINUX_TEMPLATE,
+            name: 'linux-nocloud',
+            os: `Linux: Debian's ${linux.kernelVersion} kernel + busybox; ferry's own init reads the cloud-init NoCloud files (not cloud-init) and applies hostname, address, gateway, SSH keys`,
+            datastoreIds: datastores.map((d) => d.id),
+            diskGiB: 1,
+            minMemoryMiB: 128,
+            imagePath: linux.qcow2,
+          }]
+        : []),
     ],
     // guest addresses are only written into NoCloud seeds; no namespace of this machine has them
     networks: [{ id: 'net-lab', name: LAB_NETWORK, cidr: '10.20.0.0/24', gateway: '10.20.0.1', dns: ['10.20.0.2'], rangeStart: '10.20.0.10', rangeEnd: '10.20.0.200', hostIds: ids }],
