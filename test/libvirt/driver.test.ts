@@ -236,4 +236,30 @@ describe('libvirt driver on real libvirtd (TCG), two hosts in namespaces', { ski
       await cleanup(spec);
     }
   });
+
+  test('the source libvirtd restarted mid pre-copy: the migration ends (not completed), rollback leaves it running on lv1 only', async () => {
+    const spec = await running(a);
+    try {
+      const inc = await b.prepareIncoming(spec);
+      await a.startMigration(spec.vmId, { uri: inc.uri, maxBandwidthBytesPerSec: 1 * MiB });
+      await waitFor('pre-copy under way', async () => (await a.migrationStatus(spec.vmId)).transferredBytes > 0);
+      await lab.restartDaemon('lv1');
+      const st = await waitFor('the migration over', async () => {
+        const s = await a.migrationStatus(spec.vmId);
+        return s.status !== 'active' && s.status !== 'setup' && s;
+      });
+      assert.ok(st.status === 'failed' || st.status === 'cancelled', JSON.stringify(st));
+      // the workflow's rollback: cancel on the source, destroy the destination's copy
+      await a.cancelMigration(spec.vmId);
+      await b.destroyVm(spec.vmId);
+      assert.equal((await a.vmStatus(spec.vmId))?.state, 'running');
+      await waitFor('lv2 empty', async () => (await domainsOn(lab.hosts[1]!)).length === 0, 10_000);
+      assert.deepEqual(await domainsOn(lab.hosts[0]!), [a.domainUuid(spec.vmId)]);
+      const h = await beat(a, spec.vmId);
+      await waitFor('still counting on lv1', async () => (await beat(a, spec.vmId)) > h);
+      console.log(`# libvirtd restart mid-migration: ended ${st.status}: ${st.error ?? ''}`);
+    } finally {
+      await cleanup(spec);
+    }
+  });
 });

@@ -51,6 +51,8 @@ export interface LibvirtLab {
   root: string;
   sharedPath: string;
   hosts: LibvirtLabHost[];
+  /** stops a host's libvirtd and starts it again in the same namespaces (domains keep running) */
+  restartDaemon(hostId: string): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -141,6 +143,10 @@ async function upHost(h: LibvirtLabHost): Promise<void> {
   const [cmd, args] = inNamespace(h.namespace, 'unshare', ['--mount', '--uts', '--propagation', 'private', 'bash', '-c', UP_SCRIPT, 'lab-up', h.id, h.dir]);
   const r = await execa(cmd, args, { reject: false, timeout: 60_000 });
   if (r.exitCode !== 0) throw new Error(`starting libvirtd for ${h.id}: ${String(r.stderr).trim()}`);
+  await waitAnswering(h);
+}
+
+async function waitAnswering(h: LibvirtLabHost): Promise<void> {
   const deadline = Date.now() + 90_000; // the first start probes QEMU's capabilities (~10 s)
   for (;;) {
     const v = await execa('virsh', ['-c', h.uri, 'version'], { reject: false, timeout: 30_000 });
@@ -230,7 +236,26 @@ export async function startLibvirtLab(opts: LibvirtLabOptions = {}): Promise<Lib
   const sharedPath = path.join(o.root, 'shared');
   await fs.mkdir(sharedPath, { recursive: true });
   const hosts = hostsOf(o, nets);
-  const lab: LibvirtLab = { prefix: o.prefix, subnet: o.subnet, root: o.root, sharedPath, hosts, stop: () => stopLab(o) };
+  const lab: LibvirtLab = {
+    prefix: o.prefix,
+    subnet: o.subnet,
+    root: o.root,
+    sharedPath,
+    hosts,
+    stop: () => stopLab(o),
+    async restartDaemon(hostId) {
+      const h = hosts.find((x) => x.id === hostId);
+      if (!h) throw new Error(`no lab host ${hostId}`);
+      const pid = await readPid(path.join(h.dir, 'run', 'libvirtd.pid'));
+      if (pid) await killAndWait(pid, 'libvirtd');
+      // virtlogd still holds the host's namespaces: enter them and start libvirtd again
+      const logd = await readPid(path.join(h.dir, 'run', 'virtlogd.pid'));
+      if (!logd) throw new Error(`virtlogd of ${hostId} is not running`);
+      const r = await execa('nsenter', ['-t', String(logd), '-m', '-u', '-n', '/usr/sbin/libvirtd', '-d', '--listen', '-p', '/run/libvirt/libvirtd.pid'], { reject: false, timeout: 60_000 });
+      if (r.exitCode !== 0) throw new Error(`restarting libvirtd of ${hostId}: ${String(r.stderr).trim()}`);
+      await waitAnswering(h);
+    },
+  };
   try {
     for (const h of hosts) {
       await prepHost(h);
