@@ -14,10 +14,10 @@ export function coldChildrenEnabled(): boolean {
   return patched(COLD_CHILD_PATCH);
 }
 
-export async function startColdChild(workflowId: string, vmId: string, targetHostId: string): Promise<ChildWorkflowHandle<typeof liveMigrate>> {
+export async function startColdChild(workflowId: string, vmId: string, targetHostId: string, principal?: string): Promise<ChildWorkflowHandle<typeof liveMigrate>> {
   const child = await startChild(coldMigrate, {
     workflowId,
-    args: [{ vmId, targetHostId }],
+    args: [{ vmId, targetHostId, ...(principal ? { principal } : {}) }],
     staticSummary: `cold migration of ${vmId} to ${targetHostId}`,
     parentClosePolicy: ParentClosePolicy.ABANDON,
   });

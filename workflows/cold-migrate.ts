@@ -84,7 +84,7 @@ export async function coldMigrate(input: ColdMigrateInput): Promise<MigrationRes
     { key: SA.VmId, value: input.vmId },
     { key: SA.MigrationKind, value: 'cold' },
   ]);
-  await ctl.beginOperation({ id: operationId, workflowId: info.workflowId, runId: info.runId, kind: 'migration', subkind: 'cold', vmId: input.vmId, details: { kind: 'cold', request: input } });
+  await ctl.beginOperation({ id: operationId, workflowId: info.workflowId, runId: info.runId, kind: 'migration', subkind: 'cold', vmId: input.vmId, details: { kind: 'cold', request: input }, ...(input.principal ? { principal: input.principal } : {}) });
 
   const saga = new Saga({ maxAttempts: 3, pauseBetweenAttempts: (a) => sleep(a * 1000) });
   let stoppedAt: number | undefined;

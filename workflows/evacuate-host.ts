@@ -102,6 +102,7 @@ export async function evacuateHost(input: EvacuateInput): Promise<FleetProgress>
       queue,
       control,
       policy: input.policy,
+      principal: input.principal,
       retarget: async (vm: VmMoveReport) => {
         // one retry elsewhere: a fresh snapshot, the failed targets treated as unavailable
         const snap = await snapshot();

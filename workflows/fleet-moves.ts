@@ -45,6 +45,8 @@ export interface MoveExecutorOptions {
   queue: QueuedMove[];
   control: MoveControl;
   policy?: string;
+  /** the fleet operation's principal: each move's own audit record names it */
+  principal?: string;
   /** after a failed attempt: a new target for the VM (one retry), or why there is none */
   retarget?: (vm: VmMoveReport) => Promise<QueuedMove | { reason: string }>;
   /** called after every change of the report (audit record, ETA) */
@@ -104,8 +106,8 @@ export async function runMoves(opts: MoveExecutorOptions): Promise<'done' | 'con
     }
     let child: ChildWorkflowHandle<typeof liveMigrate>;
     try {
-      const args = { vmId: move.vmId, targetHostId: move.to, policy: opts.policy };
-      if (move.kind === 'cold') child = await startColdChild(vm.migrationId, move.vmId, move.to);
+      const args = { vmId: move.vmId, targetHostId: move.to, policy: opts.policy, ...(opts.principal ? { principal: opts.principal } : {}) };
+      if (move.kind === 'cold') child = await startColdChild(vm.migrationId, move.vmId, move.to, opts.principal);
       else child = await startChild(liveMigrate, {
         workflowId: vm.migrationId,
         args: [args],

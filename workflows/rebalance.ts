@@ -85,6 +85,7 @@ export async function rebalance(input: RebalanceInput): Promise<FleetProgress> {
       queue: plan.moves.map((m) => ({ vmId: m.vmId, to: m.to, kind: m.kind, predictedMs: m.predictedMs })),
       control,
       policy: input.policy,
+      principal: input.principal,
       onChange: async () => {
         updateEta(progress, plan, startedPlanAt);
         await ctl.updateOperation({ id: operationId, stage: progress.state, details: { counts: progress.counts, maxInFlightSeen: progress.maxInFlightSeen } });

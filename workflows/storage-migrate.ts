@@ -73,7 +73,7 @@ export async function storageMigrate(input: StorageMigrateInput): Promise<Migrat
     { key: SA.VmId, value: input.vmId },
     { key: SA.MigrationKind, value: 'storage' },
   ]);
-  await ctl.beginOperation({ id: operationId, workflowId: info.workflowId, runId: info.runId, kind: 'migration', subkind: 'storage', vmId: input.vmId, details: { targetDatastoreId: input.targetDatastoreId } });
+  await ctl.beginOperation({ id: operationId, workflowId: info.workflowId, runId: info.runId, kind: 'migration', subkind: 'storage', vmId: input.vmId, details: { targetDatastoreId: input.targetDatastoreId }, ...(input.principal ? { principal: input.principal } : {}) });
   const saga = new Saga({ maxAttempts: 3, pauseBetweenAttempts: (a) => sleep(a * 1000) });
   let hostId = '';
   let oldFiles: string[] = [];

@@ -14,7 +14,7 @@ const MiB = 1024 * 1024;
 /** fields of a live migration's convergence policy: meaningless for a powered-off copy */
 const LIVE_ONLY = ['policy', 'maxDowntimeMs', 'approveSwitchover', ...KNOB_FIELDS] as const;
 
-export async function startColdMigration(ctx: ApiContext, vm: Vm, b: MigrationCreate, reply: FastifyReply, auto?: AutoChoice) {
+export async function startColdMigration(ctx: ApiContext, vm: Vm, b: MigrationCreate, reply: FastifyReply, principal: string, auto?: AutoChoice) {
   for (const k of LIVE_ONLY) if ((b as Record<string, unknown>)[k] !== undefined) throw invalid(k, `${k} applies to live migrations, not kind cold`, 400);
   const em = ctx.db.em();
   const workflowId = workflowIds.migrate(vm.id);
@@ -40,6 +40,7 @@ export async function startColdMigration(ctx: ApiContext, vm: Vm, b: MigrationCr
   }
   const input: ColdMigrateInput = {
     vmId: vm.id,
+    principal,
     ...(auto ? { auto } : {}),
     ...(b.targetHostId !== undefined ? { targetHostId: b.targetHostId } : {}),
     ...(b.targetDatastoreId !== undefined ? { targetDatastoreId: b.targetDatastoreId } : {}),

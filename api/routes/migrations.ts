@@ -109,8 +109,8 @@ export function migrationRoutes(app: FastifyInstance, ctx: ApiContext): void {
       let auto: AutoChoice | undefined;
       if (b.kind !== 'auto' && b.allowCold !== undefined) throw invalid('allowCold', 'allowCold applies to kind auto', 400);
       if (b.kind === 'auto') ({ auto, body: b } = await chooseAuto(ctx, await findVm(ctx.db.em(), req.params.id), b));
-      if (b.kind === 'cold') return startColdMigration(ctx, await findVm(ctx.db.em(), req.params.id), b, reply, auto);
-      if (b.kind === 'storage') return startStorageMigration(ctx, await findVm(ctx.db.em(), req.params.id), b, reply);
+      if (b.kind === 'cold') return startColdMigration(ctx, await findVm(ctx.db.em(), req.params.id), b, reply, principalOf(req), auto);
+      if (b.kind === 'storage') return startStorageMigration(ctx, await findVm(ctx.db.em(), req.params.id), b, reply, principalOf(req));
       if (b.targetDatastoreId !== undefined) throw invalid('targetDatastoreId', 'applies to kinds storage and cold, not live (a live migration without shared storage picks the target\'s datastore)');
       const overrides = policyOverrides(b);
 

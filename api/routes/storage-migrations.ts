@@ -22,7 +22,7 @@ async function refuseBusy(ctx: ApiContext, vm: Vm): Promise<void> {
   }
 }
 
-export async function startStorageMigration(ctx: ApiContext, vm: Vm, b: MigrationCreate, reply: FastifyReply) {
+export async function startStorageMigration(ctx: ApiContext, vm: Vm, b: MigrationCreate, reply: FastifyReply, principal: string) {
   for (const k of NOT_FOR_STORAGE) if ((b as Record<string, unknown>)[k] !== undefined) throw invalid(k, `${k} does not apply to kind storage`, 400);
   if (b.targetDatastoreId === undefined) throw invalid('targetDatastoreId', 'kind storage needs targetDatastoreId (a datastore of the VM\'s host)');
   await refuseBusy(ctx, vm);
@@ -38,6 +38,7 @@ export async function startStorageMigration(ctx: ApiContext, vm: Vm, b: Migratio
   if (problem) throw invalid('targetDatastoreId', problem === 'unknown datastore' ? `datastore ${b.targetDatastoreId} does not exist` : problem);
   const input: StorageMigrateInput = {
     vmId: vm.id,
+    principal,
     targetDatastoreId: b.targetDatastoreId,
     ...(b.maxBandwidthMiBps !== undefined ? { maxBandwidthBytesPerSec: Math.round(b.maxBandwidthMiBps * MiB) } : {}),
   };

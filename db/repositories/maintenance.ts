@@ -51,6 +51,7 @@ export async function setMaintenance(x: Db | Em, change: MaintenanceChange): Pro
             sourceHostId: change.hostId,
             targetHostId: null,
             details: { reason: change.reason, ...(change.principal ? { principal: change.principal } : {}) },
+            principal: change.principal ?? null,
             error: null,
             startedAt: now,
             endedAt: now,
