@@ -37,6 +37,8 @@ export interface DevServer {
   address: string;
   uiUrl?: string;
   namespace: string;
+  /** the server process (a chaos harness SIGKILLs it); absent for the downloaded fallback */
+  pid?: number;
   stop(): Promise<void>;
 }
 
@@ -170,6 +172,7 @@ export async function startDevServer(opts: DevServerOptions = {}): Promise<DevSe
     address,
     uiUrl,
     namespace,
+    pid: child.pid,
     async stop() {
       if (exitInfo) return;
       child.kill('SIGTERM');

@@ -18,7 +18,17 @@ export type ViolationKind =
   | 'leaked-reservation' // a reservation whose operation is not running
   | 'leaked-ip' // an address held by a VM that does not exist, is deleted or in error
   | 'orphan-disk' // a disk or seed in the simulator that no VM refers to
-  | 'operation-running'; // (at rest) an operation that never ended
+  | 'operation-running' // (at rest) an operation that never ended
+  // the campaign's checks across database, simulator and Temporal (invariants-temporal.ts)
+  | 'workflow-open' // (at rest) a workflow still running in Temporal
+  | 'operation-mismatch' // an Operation record's state disagrees with its workflow's result
+  | 'operation-without-workflow' // an Operation record whose workflow Temporal does not know
+  | 'unaudited-workflow' // a workflow that changes the fleet with no Operation record
+  | 'audit-incomplete' // an Operation record without a principal, or closed without an end time
+  | 'capacity-exceeded' // a host's allocations above its capacity (at a sample or at rest)
+  | 'slots-exceeded' // more migrations in slot stages on a host than its limits allow
+  | 'doubled-during-run' // the sampler saw a guest running on two hosts during the run
+  | 'qemu-process'; // (qemu) a VM's QEMU process count or host disagrees with inventory
 
 export interface Violation {
   kind: ViolationKind;

@@ -1,0 +1,197 @@
+// One chaos run on the rig: a fresh fleet of VMs, the seeded schedule played against the real
+// processes (operations through the API, kills, a database outage, simulator faults, steers),
+// then everything restored, a bounded wait for the fleet to settle, and the invariant checker
+// over database, simulator and Temporal. Afterwards the run's VMs are retired (removed from
+// inventory and simulator directly), so every run starts from the same empty hosts.
+import { Allocation, Host, IpAllocation, Operation, Vm } from '../../db/entities.js';
+import type { SimFaultInput } from '../../domain/faults.js';
+import { seedCluster, type ClusterSpec } from '../../workers/cluster-spec.js';
+import { checkInvariants, type Violation } from '../../test/helpers/invariants.js';
+import { ChaosSampler, checkCapacity, checkTemporal } from '../../test/helpers/invariants-temporal.js';
+import type { ProcessKind, Rig } from './rig.js';
+import { schedule, type Action, type RunShape } from './schedule.js';
+
+export const SHAPE: RunShape = { hosts: 4, vms: 4, spanMs: 4000 };
+/** How long a run may take to settle after its last fault before whatever is open is a violation. */
+export const SETTLE_LIMIT_MS = 150_000;
+
+export function chaosCluster(): ClusterSpec {
+  const hosts = Array.from({ length: SHAPE.hosts }, (_, i) => `h${i + 1}`);
+  return {
+    hosts: hosts.map((id, i) => ({ id, rack: `r${(i % 2) + 1}`, cpuModel: 'sim-cpu', cpuFeatures: ['sse4_2', 'avx', 'avx2'], cpus: 8, memoryMiB: 4096 })),
+    datastores: [
+      { id: 'shared', shared: true, capacityGiB: 10_000, throughputMiBps: 2000, hostIds: hosts },
+      { id: 'shared2', shared: true, capacityGiB: 10_000, throughputMiBps: 2000, hostIds: hosts },
+    ],
+    links: [{ a: 'h1', b: 'h4', bandwidthMiBps: 200 }],
+    templates: [{ id: 'tpl-small', name: 'small', os: 'test-os', datastoreIds: ['shared'], diskGiB: 2, minMemoryMiB: 64, requiredCpuFeatures: [] }],
+    networks: [{ id: 'net1', name: 'net1', cidr: '10.0.0.0/16', gateway: '10.0.0.1', dns: ['10.0.0.2'], vlan: 10, rangeStart: '10.0.0.10', rangeEnd: '10.0.0.250', hostIds: hosts }],
+  };
+}
+
+export interface RunStats {
+  seed: number;
+  operations: Record<string, number>;
+  rejected: Record<string, number>;
+  unavailable: number;
+  faults: Record<string, number>;
+  violations: Violation[];
+  settleMs: number;
+  wallMs: number;
+  samples: number;
+}
+
+const bump = (m: Record<string, number>, k: string, n = 1) => (m[k] = (m[k] ?? 0) + n);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const KILLS: Record<string, ProcessKind> = { 'kill-control': 'control', 'kill-agents': 'agents', 'kill-api': 'api' };
+
+export async function runOnce(rig: Rig, seed: number, log: (l: string) => void = () => undefined): Promise<RunStats> {
+  const t0 = Date.now();
+  const since = new Date(t0);
+  const tag = seed.toString(36);
+  const hosts = chaosCluster().hosts.map((h) => h.id);
+  const vmIds = Array.from({ length: SHAPE.vms }, (_, i) => `vm-${tag}-${i}`);
+  await seedCluster(rig.db, rig.sim, {
+    ...chaosCluster(),
+    vms: vmIds.map((id, i) => ({ id, name: id, hostId: hosts[i % hosts.length], datastoreId: 'shared', templateId: 'tpl-small', networkId: 'net1', ip: `10.0.1.${10 + i}`, cpus: 1, memoryMiB: 512, diskGiB: 2, cpuFeatures: [], dirtyRateMiBps: 20 + i * 30, writableWorkingSetMiB: 64 })),
+  });
+  const stats: RunStats = { seed, operations: {}, rejected: {}, unavailable: 0, faults: {}, violations: [], settleMs: 0, wallMs: 0, samples: 0 };
+  const sampler = new ChaosSampler({ db: rig.db, sim: rig.sim }).start();
+  const started = new Map<number, string>(); // schedule op id -> workflow id
+  const pending: Promise<unknown>[] = [];
+  const restores: Promise<unknown>[] = [];
+
+  /** The API, retried with one Idempotency-Key while it is down (a killed API comes back). */
+  const request = async (method: string, path: string, body: unknown, key: string) => {
+    const deadline = Date.now() + 90_000;
+    for (;;) {
+      const r = await rig.call(method, path, body, { 'idempotency-key': key });
+      if ((r.status !== 0 && r.status < 500) || Date.now() > deadline) return r;
+      await sleep(250);
+    }
+  };
+
+  const op = async (a: Extract<Action, { type: 'op' }>) => {
+    const vmId = vmIds[a.vm];
+    const vm = await rig.db.em().findOne(Vm, { id: vmId });
+    const other = hosts[(hosts.indexOf(vm?.hostId ?? '') + 1 + (a.host % (hosts.length - 1))) % hosts.length];
+    const key = `chaos-${tag}-${a.id}`;
+    const call: Record<typeof a.op, () => Promise<{ status: number; body: any }>> = {
+      provision: () => request('POST', '/v1/vms', { name: `p-${tag}-${a.id}`, cpus: 1, memoryMiB: 256, diskGiB: 2, template: 'tpl-small', network: 'net1' }, key),
+      live: () => request('POST', `/v1/vms/${vmId}/migrations`, { kind: 'live', ...(a.host % 2 ? { targetHostId: other } : {}) }, key),
+      cold: () => request('POST', `/v1/vms/${vmId}/migrations`, { kind: 'cold', targetHostId: other }, key),
+      storage: () => request('POST', `/v1/vms/${vmId}/migrations`, { kind: 'storage', targetDatastoreId: vm?.datastoreId === 'shared2' ? 'shared' : 'shared2' }, key),
+      stop: () => request('POST', `/v1/vms/${vmId}/stop`, {}, key),
+      start: () => request('POST', `/v1/vms/${vmId}/start`, undefined, key),
+      evacuate: () => request('POST', `/v1/hosts/${hosts[a.host]}/evacuate`, { maxParallel: 2 }, key),
+      rebalance: () => request('POST', '/v1/rebalance', { maxMoves: 2 }, key),
+    };
+    const r = await call[a.op]();
+    if (r.status === 202) {
+      bump(stats.operations, a.op);
+      const wid = r.body?.workflowId ?? r.body?.migrationId;
+      if (wid) started.set(a.id, wid);
+    } else if (r.status === 0 || r.status >= 500) {
+      stats.unavailable++;
+      log(`  seed ${seed}: ${a.op} answered ${r.status}: ${JSON.stringify(r.body).slice(0, 200)}`);
+    } else bump(stats.rejected, a.op);
+  };
+
+  const steer = async (a: Extract<Action, { type: 'steer' }>) => {
+    const wid = started.get(a.target);
+    if (!wid) return;
+    const r =
+      a.steer === 'cancel'
+        ? await rig.call('POST', `/v1/migrations/${encodeURIComponent(wid)}/cancel`, { reason: 'chaos campaign' })
+        : await rig.call('PATCH', `/v1/migrations/${encodeURIComponent(wid)}`, { maxBandwidthMiBps: a.bandwidthMiBps, maxDowntimeMs: a.downtimeMs });
+    bump(stats.faults, r.status < 300 && r.status > 0 ? `steer-${a.steer}` : `steer-${a.steer}-refused`);
+  };
+
+  const processFault = async (a: Extract<Action, { type: 'fault' }>) => {
+    bump(stats.faults, a.fault);
+    if (a.fault === 'db-outage') {
+      rig.dbOutage(a.downMs);
+      return;
+    }
+    if (a.fault === 'kill-temporal') await rig.killTemporal();
+    else await rig.kill(KILLS[a.fault]);
+    restores.push(sleep(a.downMs).then(() => rig.restoreAll()));
+  };
+
+  const simFault = async (a: Extract<Action, { type: 'sim' }>) => {
+    const hostId = hosts[a.host];
+    const peer = hosts[a.peer] === hostId ? hosts[(a.peer + 1) % hosts.length] : hosts[a.peer];
+    const base = { id: `chaos-${tag}-${a.at}`, kind: a.fault };
+    const input: SimFaultInput = {
+      'fail-step': { ...base, step: a.step, hostId, count: 1 + Math.floor(a.value * 3) },
+      'fail-stage': { ...base, stage: a.stage, hostId },
+      'destination-crash': { ...base, hostId, stage: a.stage },
+      'link-cut': { ...base, hostId, peerHostId: peer },
+      'dirty-rate': { ...base, vmId: vmIds[a.vm], value: Math.round(a.value * 2 * 1024 ** 3) },
+      'slow-disk': { ...base, hostId, value: 2 + Math.round(a.value * 20) },
+    }[a.fault];
+    rig.sim.injectFault(input);
+    bump(stats.faults, a.fault);
+    restores.push(sleep(a.durationMs).then(() => rig.sim.clearFaults({ id: base.id })));
+  };
+
+  for (const a of schedule(seed, SHAPE)) {
+    await sleep(Math.max(0, t0 + a.at - Date.now()));
+    const a0 = Date.now();
+    const p = a.type === 'op' ? op(a) : a.type === 'steer' ? steer(a) : a.type === 'fault' ? processFault(a) : simFault(a);
+    pending.push(
+      p.then(
+        () => Date.now() - a0 > 10_000 && log(`  seed ${seed}: ${JSON.stringify(a)} took ${Date.now() - a0} ms`),
+        (e) => log(`  seed ${seed}: ${a.type} ${JSON.stringify(a)} threw ${(e as Error).message}`),
+      ),
+    );
+  }
+  await Promise.all(pending);
+  await Promise.all(restores.map((p) => p.catch(() => undefined)));
+  // settle: faults cleared, the database back, every process up, then nothing in flight
+  rig.sim.clearFaults();
+  await rig.restoreAll();
+  const t1 = Date.now();
+  for (;;) {
+    const running = await rig.db.em().count(Operation, { state: 'running' }).catch(() => 1);
+    const open = running === 0 ? await openWorkflows(rig, since) : 1;
+    if (running === 0 && open === 0) break;
+    if (Date.now() - t1 > SETTLE_LIMIT_MS) break;
+    // a process can die on its own (a bug is a finding too: it is restarted, and logged)
+    const back = await rig.restoreAll();
+    if (back.length) log(`  seed ${seed}: restarted ${back.join(', ')} that exited on their own`);
+    await sleep(250);
+  }
+  stats.settleMs = Date.now() - t1;
+  await sampler.stop();
+  stats.samples = sampler.samples;
+  stats.violations = [
+    ...sampler.violations,
+    ...(await checkInvariants({ db: rig.db, sim: rig.sim })),
+    ...(await checkCapacity(rig.db)),
+    ...(await checkTemporal({ db: rig.db, client: rig.client }, { since })),
+  ];
+  await retire(rig);
+  stats.wallMs = Date.now() - t0;
+  return stats;
+}
+
+async function openWorkflows(rig: Rig, since: Date): Promise<number> {
+  let n = 0;
+  const q = `ExecutionStatus = "Running" AND StartTime >= "${new Date(since.getTime() - 1000).toISOString()}"`;
+  for await (const _ of rig.client.workflow.list({ query: q })) n++;
+  return n;
+}
+
+/** Removes every VM, copy, disk, allocation and address, and takes hosts out of maintenance. */
+export async function retire(rig: Rig): Promise<void> {
+  const snap = rig.sim.snapshot();
+  for (const c of snap.vms) await rig.sim.forHost(c.hostId).destroyVm(c.vmId).catch(() => undefined);
+  const anyHost = snap.hosts[0].id;
+  for (const d of snap.disks) await rig.sim.forHost(snap.hosts.find((h) => h.datastores.includes(d.datastoreId))?.id ?? anyHost).deleteDisk(d.path).catch(() => undefined);
+  const em = rig.db.em();
+  await em.nativeDelete(Allocation, {});
+  await em.nativeDelete(IpAllocation, {});
+  await em.nativeDelete(Vm, {});
+  await em.nativeUpdate(Host, {}, { maintenance: false });
+}
