@@ -35,10 +35,13 @@ export interface QemuCase {
   bandwidthMiBps: number;
 }
 
-/** Two converging and two diverging cases at each of two caps (converges iff set / cap <= 50 ms). */
+/** Converging and diverging cases at four caps (the model: converges iff set / cap <= 50 ms). */
 export const CASES: QemuCase[] = [
+  { wwsMiB: 0.25, bandwidthMiBps: 8 },
+  { wwsMiB: 1, bandwidthMiBps: 8 },
   { wwsMiB: 1, bandwidthMiBps: 32 },
   { wwsMiB: 4, bandwidthMiBps: 32 },
+  { wwsMiB: 2, bandwidthMiBps: 64 },
   { wwsMiB: 8, bandwidthMiBps: 256 },
   { wwsMiB: 32, bandwidthMiBps: 256 },
 ];
