@@ -27,17 +27,25 @@ export const vmConsoleCommands: Command[] = [
       for (const l of last.lines) c.out(l);
       if (!c.opts.follow) return 0;
       const sleep = c.io.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+      // the log's bytes are printed as they come (a guest may write half a line); a marker line
+      // first ends the half line
+      let atLineStart = true;
+      const write = (s: string) => {
+        if (!s) return;
+        c.io.stdout.write(s);
+        atLineStart = s.endsWith('\n');
+      };
       for (;;) {
         await sleep(1000);
         const now = await read(c, id, tail);
         if (now.hostId !== last.hostId) {
-          c.out(`--- ${id}: console now on ${now.hostId} (was ${last.hostId}) ---`);
-          for (const l of now.lines) c.out(l);
+          write(`${atLineStart ? '' : '\n'}--- ${id}: console now on ${now.hostId} (was ${last.hostId}) ---\n`);
+          for (const l of now.lines) write(`${l}\n`);
         } else if (now.size > last.size) {
           // what grew since the last read: the end of the tail, as many bytes as the log grew
           const text = Buffer.from(now.lines.join('\n'));
           const grown = now.size - last.size;
-          c.io.stdout.write(grown < text.length ? text.subarray(text.length - grown).toString() : `${text.toString()}\n`);
+          write(grown < text.length ? text.subarray(text.length - grown).toString() : `${text.toString()}\n`);
         }
         last = now;
       }
