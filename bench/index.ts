@@ -78,6 +78,11 @@ const BENCHES: Bench[] = [
       await (await import('./precopy-qemu.js')).benchPrecopyQemu({ log });
     },
   },
+  {
+    title: '11. ferry on libvirt vs a bare virsh migrate of the same domain (bench/libvirt.ts)',
+    timeoutMs: 420_000,
+    run: async (log) => (await import('./libvirt.js')).benchLibvirt({ log }),
+  },
 ];
 
 async function main(): Promise<number> {
