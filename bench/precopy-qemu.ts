@@ -60,6 +60,8 @@ interface QemuOutcome {
   totalMs: number;
   downtimeMs: number;
   setupMs: number;
+  /** the guest's heartbeat passes per second while it migrated (the model assumes the rate measured before) */
+  passesPerSecDuring: number;
 }
 
 export interface QemuRow {
@@ -165,6 +167,8 @@ async function migrate(src: Vm, dst: Vm, c: QemuCase, port: number, stopAfterRou
   await src.qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] });
   await src.qmp.execute('migrate-set-parameters', { 'downtime-limit': DOWNTIME_LIMIT_MS, 'max-bandwidth': c.bandwidthMiBps * MiB });
   const ended = src.qmp.waitForEvent((e: QmpEvent) => e.event === 'MIGRATION' && ['completed', 'failed', 'cancelled'].includes(String(e.data?.status)), 120_000, 'migration end');
+  const hb0 = await readHeartbeat((x) => src.qmp.hmp(x));
+  const t0 = performance.now();
   await src.qmp.execute('migrate', { uri });
   type Q = { status: string; ram?: Record<string, number>; 'total-time'?: number; downtime?: number; 'setup-time'?: number };
   // the model stops a migration that has not converged after DEFAULT_MAX_ROUNDS rounds: QEMU
@@ -178,12 +182,15 @@ async function migrate(src: Vm, dst: Vm, c: QemuCase, port: number, stopAfterRou
     if (finished || q.status === 'completed' || q.status === 'failed') break;
     if ((q.ram?.['dirty-sync-count'] ?? 0) > stopAfterRounds) {
       await src.qmp.execute('migrate_cancel');
+      const during = ((await readHeartbeat((x) => src.qmp.hmp(x))) - hb0) / ((performance.now() - t0) / 1000);
       await ended;
-      return { converged: false, rounds: q.ram!['dirty-sync-count']! - 1, transferredBytes: q.ram!.transferred ?? NaN, totalMs: q['total-time'] ?? NaN, downtimeMs: NaN, setupMs: q['setup-time'] ?? NaN };
+      return { converged: false, rounds: q.ram!['dirty-sync-count']! - 1, transferredBytes: q.ram!.transferred ?? NaN, totalMs: q['total-time'] ?? NaN, downtimeMs: NaN, setupMs: q['setup-time'] ?? NaN, passesPerSecDuring: during };
     }
   }
   const end = await ended;
   if (end.data?.status !== 'completed') throw new Error(`migration ended ${String(end.data?.status)}`);
+  // the destination stays paused (started with -S): its heartbeat is the guest's at the switchover
+  const during = ((await readHeartbeat((x) => dst.qmp.hmp(x))) - hb0) / ((performance.now() - t0) / 1000);
   // timings can read 0 right at completion (qemu-facts): re-query until set
   for (let i = 0; i < 20 && !q['total-time']; i++) {
     await sleep(50);
@@ -191,7 +198,7 @@ async function migrate(src: Vm, dst: Vm, c: QemuCase, port: number, stopAfterRou
   }
   // dirty-sync-count: one sync before round 1, one after every round (the last one is the
   // stop-and-copy sync), so pre-copy rounds = count - 1
-  return { converged: true, rounds: (q.ram?.['dirty-sync-count'] ?? NaN) - 1, transferredBytes: q.ram?.transferred ?? NaN, totalMs: q['total-time'] ?? NaN, downtimeMs: q.downtime ?? NaN, setupMs: q['setup-time'] ?? NaN };
+  return { converged: true, rounds: (q.ram?.['dirty-sync-count'] ?? NaN) - 1, transferredBytes: q.ram?.transferred ?? NaN, totalMs: q['total-time'] ?? NaN, downtimeMs: q.downtime ?? NaN, setupMs: q['setup-time'] ?? NaN, passesPerSecDuring: during };
 }
 
 export async function qemuRow(c: QemuCase, root: string): Promise<QemuRow> {
@@ -251,6 +258,7 @@ export async function benchPrecopyQemu(opts: { log?: (l: string) => void; cases?
         `${String(c.wwsMiB).padEnd(8)}${pad(c.bandwidthMiBps, 10)}${pad((r.measured.dirtyRateBytesPerSec / MiB).toFixed(0), 11)}${pad(mib(r.measured.changedBytes), 8)}${pad(mib(r.measured.zeroBytes), 9)}${pad(`${v(mConv)}/${v(r.qemu.converged)}`, 19)}${pad(`${r.model.rounds.length}/${r.qemu.rounds}`, 11)}${pad(mib(r.model.totalSentBytes), 10)}${pad(mib(r.qemu.transferredBytes), 7)}${pad(ratio(r.model.totalSentBytes, r.qemu.transferredBytes), 6)}${pad(ratio(r.plain.totalSentBytes, r.qemu.transferredBytes), 7)}${pad(Math.round(r.model.totalMs), 9)}${pad(Math.round(r.qemu.totalMs), 7)}${pad(ratio(r.model.totalMs, r.qemu.totalMs), 6)}${pad(ratio(r.plain.totalMs, r.qemu.totalMs), 7)}`,
       );
     }
+    say(`guest passes/s before -> during the migration: ${rows.map((r) => `${Math.round(r.measured.passesPerSec)} -> ${Math.round(r.qemu.passesPerSecDuring)}`).join(', ')}`);
     say(`QEMU setup-time ms: ${rows.map((r) => r.qemu.setupMs).join(', ')}; downtime ms model/QEMU: ${rows.map((r) => `${Math.round(r.model.downtimeMs)}/${Number.isFinite(r.qemu.downtimeMs) ? r.qemu.downtimeMs : '-'}`).join(', ')}`);
     say('(ratio = model / QEMU with zero pages as QEMU sends them; plain = the model counting every page as 4 KiB; diverging rows: QEMU cancelled after the model\'s round limit, bytes and time up to then)');
     say('');
