@@ -137,6 +137,7 @@ test('FERRY_DRIVER=qemu npm start: lab hosts, provision, live migration, console
     const down = await execa(process.execPath, ['--import', 'tsx', 'scripts/lab-down.ts'], { cwd: PROJECT_ROOT, reject: false, env: { FERRY_DATA_DIR: e.dir } });
     assert.equal(down.exitCode, 0, `${down.stdout}\n${down.stderr}`);
     assert.match(down.stdout, /1 QEMU process\(es\) stopped/);
+    assert.match(down.stdout, new RegExp(`1 VM\\(s\\) recorded as deleted \\(${vmId}\\)`));
     assert.deepEqual(await pidsMentioning(lab + '/'), [], 'no QEMU process of the lab is left');
     assert.deepEqual(await labNamespacesPresent(PREFIX), [], 'no lab namespace is left');
     if (netns) assert.equal(await guardRouteInstalled(SUBNET), false, 'the guard route is gone');

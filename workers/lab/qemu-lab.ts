@@ -21,6 +21,9 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { ConfigError, type FerryConfig } from '../../config/index.js';
 import type { Db } from '../../db/orm.js';
+import { Vm } from '../../db/entities.js';
+import * as capacity from '../../db/repositories/capacity.js';
+import * as ipam from '../../db/repositories/ipam.js';
 import { createQemuDriver, type QemuDatastoreConfig } from '../../drivers/qemu/index.js';
 import { seedCluster, type ClusterSpec } from '../cluster-spec.js';
 import { buildGuest } from './guest-images.js';
@@ -295,4 +298,25 @@ export async function labDown(root: string, log: (l: string) => void = console.l
   await fs.rm(root, { recursive: true, force: true });
   log(`ferry lab: ${pids.length} QEMU process(es) stopped, namespaces and guard route removed, ${root} deleted`);
   return { killed: pids.length };
+}
+
+/**
+ * The inventory side of lab:down: the lab's VMs died with their QEMUs, so their rows become
+ * deleted (reservations and addresses released, names freed), as a delete would leave them.
+ * Hosts, datastores, network and templates stay: the next start finds them valid again.
+ */
+export async function forgetLabVms(db: Db, hostIds: string[]): Promise<string[]> {
+  const gone: string[] = [];
+  await db.em().transactional(async (tx) => {
+    for (const vm of await tx.find(Vm, { hostId: { $in: hostIds } })) {
+      await capacity.release(tx, { vmId: vm.id });
+      if (vm.networkId) await ipam.releaseIp(tx, { vmId: vm.id, networkId: vm.networkId });
+      vm.state = 'deleted';
+      vm.hostId = null;
+      vm.ip = null;
+      vm.name = `${vm.name}.deleted.${vm.id}`.slice(0, 250);
+      gone.push(vm.id);
+    }
+  });
+  return gone;
 }
