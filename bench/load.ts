@@ -53,6 +53,8 @@ async function spawnLoadWorker(kind: 'control' | 'bare', env: Record<string, str
   const lines: string[] = [];
   const waiters: Array<(l: string) => void> = [];
   createInterface({ input: child.stdout! }).on('line', (l) => {
+    // the SDK's and the ORM's log lines share stdout: only `ready` and the JSON samples are answers
+    if (l !== 'ready' && !l.startsWith('{')) return void process.stderr.write(`[${kind} worker] ${l}\n`);
     const w = waiters.shift();
     if (w) w(l);
     else lines.push(l);
