@@ -56,7 +56,13 @@ export async function createControlWorker(opts: WorkerBase & { deps: ControlWork
     taskQueue: controlQueue(opts.prefix),
     workflowBundle: await workflowBundle(),
     activities: { ...createControlActivities(opts.deps), ...createFleetActivities({ db: opts.deps.db, prediction: opts.deps.prediction }), ...createDriftActivities({ db: opts.deps.db }), ...createColdControlActivities(opts.deps), ...createStorageControlActivities({ db: opts.deps.db }) },
-    // many short DB activities and workflow tasks; 2 cores
+    // Slots: 50 activities and 50 workflow tasks (SDK defaults 100 and 40), chosen from bench 8
+    // (closed loops of 10 and 100 live migrations, bench/README.md): the server's rate of history
+    // events is the limit there (ferry and a bare worker with the SDK's defaults write the same
+    // events/s, and at C = 100 both queue ~5 s for workflow tasks on the server), while ferry's
+    // own activity tasks wait under 0.5 s p95, i.e. the worker never holds them back. More slots
+    // buy nothing on one server; fewer would queue on the worker. Main-thread work (SQLite is
+    // synchronous) is what delays the worker's event loop (p99 0.4-0.7 s), not the slot count.
     maxConcurrentActivityTaskExecutions: 50,
     // after a SIGKILL the server keeps sending a workflow's next task to the dead worker's sticky
     // queue until this expires (SDK default 10 s); 3 s brings recovery down without thrashing
