@@ -19,7 +19,7 @@ export async function benchLibvirt(opts: { runs?: number; log: (line: string) =>
   const runs = opts.runs ?? 3;
   const ok = await ensureLibvirt();
   if (!ok.ok) return log(`skipped: ${ok.reason}`);
-  const f = await startLibvirtFerry({ hosts: 2 });
+  const f = await startLibvirtFerry({ hosts: 2, lab: { prefix: 'ferrylvb', subnet: '10.252.0.192/26', root: '/srv/ferrylvb' } });
   try {
     // bare: a domain ferry defines on lv1 but does not manage, moved back and forth by hand
     const a = f.driver('lv1');

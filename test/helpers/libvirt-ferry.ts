@@ -15,7 +15,7 @@ import { seedCluster, type ClusterSpec } from '../../workers/cluster-spec.js';
 import { createControlWorker, createHostAgent, runWorkers } from '../../workers/create-worker.js';
 import { PROJECT_ROOT } from '../../workers/temporal-cli.js';
 import { buildGuest, readHeartbeat, type GuestImages } from '../../workers/lab/guest-images.js';
-import { startLibvirtLab, type LibvirtLab, type LibvirtLabHost } from '../../workers/lab/libvirt-lab.js';
+import { startLibvirtLab, type LibvirtLab, type LibvirtLabHost, type LibvirtLabOptions } from '../../workers/lab/libvirt-lab.js';
 import { controlQueue, workflowIds, type LiveMigrateInput, type ProvisionInput } from '../../workflows/definitions.js';
 import { startProvision, temporalAddress } from './ferry.js';
 
@@ -49,11 +49,11 @@ export interface LibvirtAgentProcess {
   kill(signal?: NodeJS.Signals): Promise<void>;
 }
 
-export async function startLibvirtFerry(opts: { hosts?: number; processAgents?: string[] } = {}): Promise<LibvirtFerry> {
+export async function startLibvirtFerry(opts: { hosts?: number; processAgents?: string[]; lab?: Omit<LibvirtLabOptions, 'hosts'> } = {}): Promise<LibvirtFerry> {
   const processAgents = new Set(opts.processAgents ?? []);
   const address = await temporalAddress();
   const prefix = `l${randomUUID().slice(0, 8)}-`;
-  const lab = await startLibvirtLab({ hosts: opts.hosts ?? 2 });
+  const lab = await startLibvirtLab({ ...opts.lab, hosts: opts.hosts ?? 2 });
   const networkName = 'qnet';
   const drivers = new Map<string, LibvirtDriver>();
   for (const h of lab.hosts) {

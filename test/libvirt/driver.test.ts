@@ -52,7 +52,8 @@ describe('libvirt driver on real libvirtd (TCG), two hosts in namespaces', { ski
     });
 
   before(async () => {
-    lab = await startLibvirtLab({ hosts: 2 });
+    // its own lab (prefix, half of the libvirt subnet, root): node runs two test files at a time
+    lab = await startLibvirtLab({ hosts: 2, prefix: 'ferrylvd', subnet: '10.252.0.0/25', root: '/srv/ferrylvd' });
     a = driverFor(lab.hosts[0]!);
     b = driverFor(lab.hosts[1]!);
     guest = await buildGuest({ kind: 'dirty', dirtyBytes: 16 * MiB });

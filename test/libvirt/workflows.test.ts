@@ -23,7 +23,8 @@ describe('ferry workflows on real libvirt (TCG)', { skip }, () => {
   let n = 0;
 
   before(async () => {
-    f = await startLibvirtFerry({ hosts: 3, processAgents: ['lv3'] });
+    // its own lab (prefix, half of the libvirt subnet, root): node runs two test files at a time
+    f = await startLibvirtFerry({ hosts: 3, processAgents: ['lv3'], lab: { prefix: 'ferrylvw', subnet: '10.252.0.128/25', root: '/srv/ferrylvw' } });
   });
 
   after(async () => {
