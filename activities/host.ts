@@ -52,11 +52,46 @@ async function pause(ms: number): Promise<void> {
   }
 }
 
+/** With migration events, the longest wait between two queries (heartbeats, progress samples). */
+const EVENT_POLL_MS = 250;
+
+/** `p`, or a CancelledFailure as soon as the activity is cancelled. */
+async function cancellableWait(p: Promise<void>): Promise<void> {
+  const signal = cancellationSignal();
+  if (!signal) return p;
+  if (signal.aborted) throw new CancelledFailure('activity cancelled');
+  let onAbort: (() => void) | undefined;
+  try {
+    await Promise.race([p, new Promise<never>((_, reject) => signal.addEventListener('abort', (onAbort = () => reject(new CancelledFailure('activity cancelled'))), { once: true }))]);
+  } finally {
+    if (onAbort) signal.removeEventListener('abort', onAbort);
+  }
+}
+
 const TERMINAL = new Set(['completed', 'failed', 'cancelled']);
 
 export function createHostActivities(deps: HostActivityDeps) {
   const { driver } = deps;
   const pollMs = deps.pollMs ?? 100;
+
+  /**
+   * Runs `body` with a `wait(ms)` between its hypervisor queries: with a driver that emits
+   * migration events (QEMU) it wakes at the next event, or at the latest after EVENT_POLL_MS so
+   * heartbeats and samples keep flowing; without events it is the fixed poll (`fallbackMs`, else
+   * pollMs). Either way it is cancellable and never longer than `remainingMs`.
+   */
+  async function withMigrationEvents<T>(vmId: string, body: (wait: (remainingMs: number, fallbackMs?: number) => Promise<void>) => Promise<T>): Promise<T> {
+    const watch = await driver.watchMigrationEvents?.(vmId).catch(() => undefined);
+    try {
+      return await body(async (remainingMs, fallbackMs = pollMs) => {
+        const ms = Math.max(0, remainingMs);
+        if (!watch) return pause(Math.min(fallbackMs, ms));
+        await cancellableWait(watch.next(Math.min(EVENT_POLL_MS, ms)));
+      });
+    } finally {
+      watch?.close();
+    }
+  }
 
   /** Waits until the VM reports `running`, bounded by timeoutMs. */
   async function waitRunning(vmId: string, timeoutMs: number): Promise<VmRuntime> {
@@ -220,19 +255,27 @@ export function createHostActivities(deps: HostActivityDeps) {
       await driver.destroyVm(input.vmId);
     },
 
-    /** Stage 2 (on A): start pre-copy. Idempotent: an active migration to the same uri is fine. */
-    async startPrecopy(input: { vmId: string; uri: string; params: MigrationParams; copyDisks?: boolean }): Promise<void> {
+    /**
+     * Stage 2 (on A): start pre-copy. Idempotent: an active migration to the same uri is fine.
+     * With `watchWindowMs` it then watches the first window itself and returns that sample (one
+     * activity fewer per migration; a retry after a crash that finds the transfer already
+     * completed returns that instead of failing).
+     */
+    async startPrecopy(input: { vmId: string; uri: string; params: MigrationParams; copyDisks?: boolean; watchWindowMs?: number }): Promise<MigrationStats | void> {
       const vm = await driver.vmStatus(input.vmId);
       if (!vm || vm.state !== 'running') {
         const st = await driver.migrationStatus(input.vmId);
+        if (input.watchWindowMs !== undefined && st.status === 'completed') return st;
         if (st.status === 'none' || TERMINAL.has(st.status)) {
           throw failure(ErrorType.MigrationFailed, `VM ${input.vmId} is ${vm?.state ?? 'absent'} on ${driver.hostId}, not running`);
         }
-        return; // already migrating (retry after a crash)
+      } else {
+        const st = await driver.migrationStatus(input.vmId);
+        if (st.status === 'none' || TERMINAL.has(st.status)) {
+          await driver.startMigration(input.vmId, { uri: input.uri, ...input.params, ...(input.copyDisks ? { copyDisks: true } : {}) });
+        }
       }
-      const st = await driver.migrationStatus(input.vmId);
-      if (st.status !== 'none' && !TERMINAL.has(st.status)) return;
-      await driver.startMigration(input.vmId, { uri: input.uri, ...input.params, ...(input.copyDisks ? { copyDisks: true } : {}) });
+      if (input.watchWindowMs !== undefined) return acts.watchPrecopy({ vmId: input.vmId, windowMs: input.watchWindowMs });
     },
 
     /**
@@ -242,13 +285,15 @@ export function createHostActivities(deps: HostActivityDeps) {
      */
     async watchPrecopy(input: { vmId: string; windowMs: number }): Promise<MigrationStats> {
       const until = Date.now() + input.windowMs;
-      for (;;) {
-        const st = await driver.migrationStatus(input.vmId);
-        heartbeat(st);
-        if (st.status !== 'setup' && st.status !== 'active') return st;
-        if (Date.now() >= until) return st;
-        await pause(pollMs);
-      }
+      return withMigrationEvents(input.vmId, async (wait) => {
+        for (;;) {
+          const st = await driver.migrationStatus(input.vmId);
+          heartbeat(st);
+          if (st.status !== 'setup' && st.status !== 'active') return st;
+          if (Date.now() >= until) return st;
+          await wait(until - Date.now());
+        }
+      });
     },
 
     async setMigrationParams(input: { vmId: string; params: MigrationParams }): Promise<void> {
@@ -263,20 +308,22 @@ export function createHostActivities(deps: HostActivityDeps) {
     async stopAndCopy(input: { vmId: string; timeoutMs: number }): Promise<MigrationStats> {
       const deadline = Date.now() + input.timeoutMs;
       let continued = false;
-      for (;;) {
-        const st = await driver.migrationStatus(input.vmId);
-        heartbeat(st);
-        if (st.status === 'completed') return st;
-        if (st.status === 'failed' || st.status === 'cancelled' || st.status === 'none') {
-          throw failure(ErrorType.MigrationFailed, `stop-and-copy of ${input.vmId} ended ${st.status}${st.error ? `: ${st.error}` : ''}`);
+      return withMigrationEvents(input.vmId, async (wait) => {
+        for (;;) {
+          const st = await driver.migrationStatus(input.vmId);
+          heartbeat(st);
+          if (st.status === 'completed') return st;
+          if (st.status === 'failed' || st.status === 'cancelled' || st.status === 'none') {
+            throw failure(ErrorType.MigrationFailed, `stop-and-copy of ${input.vmId} ended ${st.status}${st.error ? `: ${st.error}` : ''}`);
+          }
+          if (!continued && (st.status === 'pre-switchover' || st.status === 'active' || st.status === 'setup')) {
+            await driver.continueSwitchover(input.vmId);
+            continued = true;
+          }
+          if (Date.now() > deadline) throw failure(ErrorType.Timeout, `stop-and-copy of ${input.vmId} did not complete within ${input.timeoutMs} ms`);
+          await wait(deadline - Date.now(), 50);
         }
-        if (!continued && (st.status === 'pre-switchover' || st.status === 'active' || st.status === 'setup')) {
-          await driver.continueSwitchover(input.vmId);
-          continued = true;
-        }
-        if (Date.now() > deadline) throw failure(ErrorType.Timeout, `stop-and-copy of ${input.vmId} did not complete within ${input.timeoutMs} ms`);
-        await pause(Math.min(pollMs, 50));
-      }
+      });
     },
 
     /** Compensation of stages 2-3 (on A): cancel the transfer and make sure A runs again. */

@@ -39,6 +39,13 @@ export interface ColdCopyOptions {
   onProgress?: (p: ColdCopyProgress) => void;
 }
 
+/** Migration events buffered since the watch began (drivers without events simply lack it). */
+export interface MigrationEventWatch {
+  /** resolves at the next event (at once if one came since the last call) or after `timeoutMs` */
+  next(timeoutMs: number): Promise<void>;
+  close(): void;
+}
+
 export interface HypervisorDriver {
   readonly kind: 'sim' | 'qemu' | 'libvirt';
   readonly hostId: string;
@@ -84,6 +91,11 @@ export interface HypervisorDriver {
   /** stage 2: begin pre-copy to the destination; idempotent (an active migration to the same uri is fine) */
   startMigration(vmId: string, opts: StartMigrationOptions): Promise<void>;
   migrationStatus(vmId: string): Promise<MigrationStats>;
+  /**
+   * optional: the hypervisor's own migration events (QEMU: MIGRATION, MIGRATION_PASS) from now
+   * on, so a watcher wakes when the state changes instead of at its next fixed poll
+   */
+  watchMigrationEvents?(vmId: string): Promise<MigrationEventWatch>;
   setMigrationParams(vmId: string, params: MigrationParams): Promise<void>;
   /** stage 3: leave pre-switchover (or force it now) and complete stop-and-copy */
   continueSwitchover(vmId: string): Promise<void>;

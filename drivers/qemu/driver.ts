@@ -91,6 +91,7 @@ export function createQemuDriver(options: QemuDriverOptions): QemuDriver {
     activateIncoming: incoming.activateIncoming,
     startMigration: migration.startMigration,
     migrationStatus: migration.migrationStatus,
+    watchMigrationEvents: sessions.watchMigrationEvents,
     setMigrationParams: migration.setMigrationParams,
     continueSwitchover: migration.continueSwitchover,
     cancelMigration: migration.cancelMigration,

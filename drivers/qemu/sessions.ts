@@ -1,7 +1,7 @@
 // One QMP session per VM, opened on first use and re-opened after it closes: this is how a new
 // driver instance (a restarted agent) re-attaches to a daemonized QEMU. QMP accepts one client per
 // socket, so close() must run before another instance in the same process takes the host over.
-import { DriverError } from '../hypervisor.js';
+import { DriverError, type MigrationEventWatch } from '../hypervisor.js';
 import { livePid } from './process.js';
 import { QmpClient, type QmpEvent } from './qmp.js';
 import type { VmStore } from './vm-store.js';
@@ -72,6 +72,46 @@ export function createQmpSessions({ store, hostId, qmpTimeoutMs, onMigrationEven
     return (await get(vmId)).hmp(commandLine);
   }
 
+  /**
+   * The VM's migration events from now on, buffered between calls of next() so an event that
+   * lands while the caller queries is not missed; a closed connection wakes the waiter too (its
+   * next query reconnects or reports the error).
+   */
+  async function watchMigrationEvents(vmId: string): Promise<MigrationEventWatch> {
+    const c = await get(vmId);
+    let pending = false;
+    let wake: (() => void) | undefined;
+    const fire = () => {
+      pending = true;
+      wake?.();
+    };
+    const offEvent = c.onEvent(fire, ['MIGRATION', 'MIGRATION_PASS']);
+    const offClose = c.onClose(fire);
+    return {
+      next(timeoutMs) {
+        if (pending) {
+          pending = false;
+          return Promise.resolve();
+        }
+        return new Promise<void>((resolve) => {
+          const timer = setTimeout(done, timeoutMs);
+          function done() {
+            clearTimeout(timer);
+            wake = undefined;
+            pending = false;
+            resolve();
+          }
+          wake = done;
+        });
+      },
+      close() {
+        wake?.();
+        offEvent();
+        offClose();
+      },
+    };
+  }
+
   /** Closes every session; the VMs keep running. */
   async function close(): Promise<void> {
     const all = [...clients.values()];
@@ -79,5 +119,5 @@ export function createQmpSessions({ store, hostId, qmpTimeoutMs, onMigrationEven
     await Promise.all(all.map((c) => c.then((x) => x.close()).catch(() => undefined)));
   }
 
-  return { get, drop, qmp, runstate, hmp, close };
+  return { get, drop, qmp, runstate, hmp, watchMigrationEvents, close };
 }

@@ -60,6 +60,14 @@ export const SCENARIOS: Scenario[] = [
       f.migrate({ vmId: await provisionRunning(f, 'rec-mig', 4000), targetHostId: 'h2', policy: 'minimal-downtime', overrides: { maxRounds: 8, throttleStepSec: 0.5 } }),
   },
   {
+    name: 'migrate-ok-fewer-tasks',
+    ok: true,
+    // the same run recorded after patches 'live-control-local' and 'precopy-start-watches': the
+    // control steps as local activities, the first pre-copy window watched by startPrecopy
+    run: async (f) =>
+      f.migrate({ vmId: await provisionRunning(f, 'rec-mig2', 4000), targetHostId: 'h2', policy: 'minimal-downtime', overrides: { maxRounds: 8, throttleStepSec: 0.5 } }),
+  },
+  {
     name: 'migrate-rolled-back',
     ok: false,
     async run(f) {
