@@ -13,6 +13,8 @@ export interface CampaignOptions {
   seed: number;
   plant?: string;
   timeScale?: number;
+  /** stop starting runs after this many minutes (the report counts the runs that ran) */
+  minutes?: number;
   log?: (line: string) => void;
 }
 
@@ -47,6 +49,10 @@ export async function runCampaign(o: CampaignOptions): Promise<CampaignReport> {
     await rig.start();
     log(`chaos: rig up in ${Date.now() - t0} ms (${rig.dir}); ${o.runs} runs from seed ${o.seed}${o.plant ? `, planted bug ${o.plant}` : ''}`);
     for (let i = 0; i < o.runs; i++) {
+      if (o.minutes !== undefined && Date.now() - t0 > o.minutes * 60_000) {
+        log(`chaos: the ${o.minutes}-minute budget is spent after ${i} of ${o.runs} runs`);
+        break;
+      }
       const seed = o.seed + i;
       const s = await runOnce(rig, seed, log);
       all.push(s);
@@ -71,7 +77,7 @@ export async function runCampaign(o: CampaignOptions): Promise<CampaignReport> {
   const wallMs = Date.now() - t0;
   const lines = [
     '',
-    `chaos campaign: seeds ${o.seed}..${o.seed + o.runs - 1}, wall ${(wallMs / 1000).toFixed(0)} s (${(wallMs / Math.max(1, all.length) / 1000).toFixed(1)} s per run)`,
+    `chaos campaign: seeds ${o.seed}..${o.seed + all.length - 1}, wall ${(wallMs / 1000).toFixed(0)} s (${(wallMs / Math.max(1, all.length) / 1000).toFixed(1)} s per run)`,
     `operations started: ${Object.values(operations).reduce((a, b) => a + b, 0)} (${fmt(operations)}); refused with a 4xx: ${fmt(rejected)}`,
     `faults: ${fmt(faults)}`,
     `SIGKILLs ${kills + (faults['kill-temporal'] ?? 0)} (of which Temporal dev server ${faults['kill-temporal'] ?? 0}), database outages ${faults['db-outage'] ?? 0}, simulator fault kinds ${FAULT_KINDS.filter((k) => faults[k]).length}/${FAULT_KINDS.length}`,

@@ -18,6 +18,8 @@ import { startQemuFerry, type AgentProcess, type QemuFerry } from '../../test/he
 import { writeWorkflowBundle } from './rig.js';
 
 const HOSTS = ['qa', 'qb', 'qc'];
+/** who the audit trail names for the campaign's operations (it starts them without the API) */
+const PRINCIPAL = 'chaos-campaign';
 const SETTLE_LIMIT_MS = 180_000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -42,7 +44,7 @@ class QemuRig {
     child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
     const deadline = Date.now() + 60_000;
     while (!out.includes('running')) {
-      if (child.exitCode !== null || Date.now() > deadline) throw new Error(`control worker did not start: ${out}`);
+      if (child.exitCode !== null || Date.now() > deadline) throw new Error(`control worker did not start (exit ${child.exitCode ?? '-'}, signal ${child.signalCode ?? '-'}): ${out}`);
       await sleep(50);
     }
     this.control = child;
@@ -110,14 +112,14 @@ export async function runQemuCampaign(o: { runs: number; seed: number; log?: (l:
       });
       const vms = [0, 1].map((n) => `vm-q${seed.toString(36)}-${n}`);
       const moves = vms.map(async (vmId, n) => {
-        const p = await outcome(await f.provision({ vmId, name: vmId, memoryMiB: 64, hostId: HOSTS[(seed + n) % HOSTS.length] }));
+        const p = await outcome(await f.provision({ vmId, name: vmId, memoryMiB: 64, hostId: HOSTS[(seed + n) % HOSTS.length], principal: PRINCIPAL }));
         ops.provision = (ops.provision ?? 0) + 1;
         if (!p.ok) return;
         const vm = await f.db.em().fork().findOne(Vm, { id: vmId });
         if (!vm?.hostId || vm.state !== 'running') return;
         const to = HOSTS[(HOSTS.indexOf(vm.hostId) + 1 + int(2)) % HOSTS.length];
         ops.live = (ops.live ?? 0) + 1;
-        await outcome(await f.migrate({ vmId, targetHostId: to }));
+        await outcome(await f.migrate({ vmId, targetHostId: to, principal: PRINCIPAL }));
       });
       const settled = Promise.all(moves);
       const timer = sleep(SETTLE_LIMIT_MS).then(() => 'timeout' as const);

@@ -109,7 +109,7 @@ export class Rig {
     while (!/running/.test(p.out)) {
       if (child.exitCode !== null || Date.now() > deadline) {
         child.kill('SIGKILL');
-        throw new Error(`${kind} process did not start: ${p.out}`);
+        throw new Error(`${kind} process did not start (exit ${child.exitCode ?? '-'}, signal ${child.signalCode ?? '-'}, ${Math.round((Date.now() - deadline + 90_000) / 1000)} s): ${p.out}`);
       }
       await new Promise((r) => setTimeout(r, 50));
     }
