@@ -4,13 +4,11 @@
 //                    migrations/s (issue 15)
 //   benchThroughput  closed loops of C in {10, 100} live migrations vs C bare workflows with the
 //                    same activity count, one dev server (issue 13, B2)
-//   benchMemory      the control worker's RSS with 0, 100 and 500 migrations in flight (issue 13)
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { Operation } from '../db/entities.js';
 import { startDevServer, type DevServer } from '../workers/dev-server.js';
 import { dropTemporalDatabases, ensureTemporalServer, freeTemporalPorts, startTemporalServer, temporalDbTarget, TEMPORAL_SERVER_VERSION, type TemporalServer } from '../workers/temporal-server.js';
 import { execa } from 'execa';
@@ -193,52 +191,6 @@ export async function benchThroughput(opts: { log?: Log; cs?: number[]; loopMs?:
     }
     say('');
     for (const l of lines) say(l);
-    return out;
-  } finally {
-    await rig?.close();
-    await dev.close();
-  }
-}
-
-// ---------------------------------------------------------------------------------- memory
-
-export async function benchMemory(opts: { log?: Log; levels?: number[] } = {}): Promise<string[]> {
-  const out: string[] = [];
-  const say = (l: string) => {
-    out.push(l);
-    opts.log?.(l);
-  };
-  const levels = opts.levels ?? [100, 500];
-  const max = Math.max(...levels);
-  const hosts = 20;
-  const dev = await devServer();
-  let rig: Rig | undefined;
-  try {
-    // time scale 1 and a 1 MiB/s link: a 64 MiB guest takes over a minute to copy, so they overlap;
-    // the agents follow each pre-copy every 2 s (20 hosts x 40 activity slots > 500)
-    rig = await startRig({ address: dev.server.address, hosts, vms: max, timeScale: 1, agentPollMs: 2000, linkBytesPerSec: 1024 ** 2 });
-    say(`${max} guests (64 MiB) on ${hosts} hosts provisioned in ${f1(rig.provisionMs / 1000)} s; link 1 MiB/s between ring neighbours, simulator time scale 1`);
-    const inPrecopy = () => rig!.ferry.db.em().fork().count(Operation, { kind: 'migration', state: 'running', stage: 'pre-copy' });
-    await new Promise((r) => setTimeout(r, 3000));
-    const base = await rig.control.sample(true);
-    const mib = (b: number) => b / 1024 ** 2;
-    say('');
-    say(`${'in flight'.padEnd(10)}${pad('RSS MiB', 9)}${pad('heap MiB', 10)}${pad('KiB RSS / migration', 21)}${pad('KiB heap / migration', 22)}`);
-    say(`${'0'.padEnd(10)}${pad(f1(mib(base.rssBytes)), 9)}${pad(f1(mib(base.heapUsedBytes)), 10)}`);
-    const vms = [...rig.hostOf.keys()];
-    let startedN = 0;
-    for (const n of levels) {
-      await Promise.all(vms.slice(startedN, n).map((vm) => startMigration(rig!, vm)));
-      startedN = n;
-      const deadline = Date.now() + 240_000;
-      while ((await inPrecopy()) < n) {
-        if (Date.now() > deadline) throw new Error(`only ${await inPrecopy()} of ${n} migrations reached pre-copy within 240 s`);
-        await new Promise((r) => setTimeout(r, 500));
-      }
-      const s = await rig.control.sample(true);
-      say(`${String(n).padEnd(10)}${pad(f1(mib(s.rssBytes)), 9)}${pad(f1(mib(s.heapUsedBytes)), 10)}${pad(f1((s.rssBytes - base.rssBytes) / 1024 / n), 21)}${pad(f1((s.heapUsedBytes - base.heapUsedBytes) / 1024 / n), 22)}`);
-    }
-    say('(sampled after a full GC in the control worker process, once every migration was in pre-copy; the SDK caches every running workflow: maxCachedWorkflows default)');
     return out;
   } finally {
     await rig?.close();
