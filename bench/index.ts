@@ -83,6 +83,14 @@ const BENCHES: Bench[] = [
     timeoutMs: 420_000,
     run: async (log) => (await import('./libvirt.js')).benchLibvirt({ log }),
   },
+  {
+    title: '12. cold and storage migration on QEMU vs shutdown + copy throughput + boot (bench/cold-storage.ts)',
+    timeoutMs: 600_000,
+    async run(log) {
+      if (!(await qemuBinary())) return log('skipped: qemu-system-x86_64 is not on PATH');
+      await (await import('./cold-storage.js')).benchColdStorage({ log });
+    },
+  },
 ];
 
 async function main(): Promise<number> {
