@@ -66,11 +66,6 @@ const BENCHES: Bench[] = [
     run: async (log) => (await import('./throughput.js')).benchThroughput({ log }),
   },
   {
-    title: '9. control worker memory with 0, 100 and 500 migrations in flight (bench/throughput.ts)',
-    timeoutMs: 900_000,
-    run: async (log) => (await import('./throughput.js')).benchMemory({ log }),
-  },
-  {
     title: '10. pre-copy model vs real QEMU: rounds, bytes, total time, verdict (bench/precopy-qemu.ts)',
     timeoutMs: 300_000,
     async run(log) {
