@@ -110,6 +110,8 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
   let ctrl: ControllerState | undefined;
   let committed = false;
   let migrationStarted = false;
+  /** the stage-0 source check (overlapped with stage 1) refused the migration */
+  let refusedAtSourceCheck = false;
   let sourceHost = '';
   /** copyDisks: the source's own files, deleted once the VM runs on its copies */
   let oldDiskFiles: string[] = [];
@@ -220,9 +222,15 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
     const AComp = on(plan.sourceHostId, compensationProfile);
     const B = on(plan.targetHostId);
     const BComp = on(plan.targetHostId, compensationProfile);
-    const running = await A.vmStatus({ vmId: input.vmId });
-    if (running?.state !== 'running') {
-      throw ApplicationFailure.create({ type: 'Refused', message: `VM ${input.vmId} is ${running?.state ?? 'not present'} on ${plan.sourceHostId}, not running`, nonRetryable: true });
+    const notRunning = (vm: Awaited<ReturnType<typeof A.vmStatus>>) =>
+      vm?.state === 'running' ? undefined : ApplicationFailure.create({ type: 'Refused', message: `VM ${input.vmId} is ${vm?.state ?? 'not present'} on ${plan.sourceHostId}, not running`, nonRetryable: true });
+    // Since this patch the source check runs while stage 1 reserves B and starts its container
+    // (one dispatch and a QEMU start overlapped); a VM found not running still ends `failed`
+    // (refused), after the saga undid stage 1. Before it, the check came first.
+    const overlapCheck = patched('source-check-overlaps-reservation');
+    if (!overlapCheck) {
+      const refusal = notRunning(await A.vmStatus({ vmId: input.vmId }));
+      if (refusal) throw refusal;
     }
 
     // ---------------------------------------------------------------- per-host migration slots
@@ -244,6 +252,8 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
     await enterStage('reservation');
     saga.add('restore-inventory', () => ctlComp.restoreVmAfterRollback({ vmId: input.vmId, hostId: plan.sourceHostId }));
     saga.add('release-reservation', () => ctlComp.releaseReservation({ operationId }));
+    // settled into a value at once, so a rollback before it is awaited leaves no unhandled rejection
+    const sourceCheck = overlapCheck ? A.vmStatus({ vmId: input.vmId }).then(notRunning, (err: unknown) => err) : undefined;
     await ctl.reserveMigrationTarget({ operationId, vmId: input.vmId, targetHostId: plan.targetHostId, ...(plan.copyDisks ? { targetDatastoreId: plan.targetDatastoreId } : {}) });
     checkCancel();
     // copyDisks (no shared storage): B creates empty copies of the disks, sized from A's; the
@@ -255,6 +265,13 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
     saga.add('destroy-destination-copy', () => BComp.destroyDestinationContainer({ vmId: input.vmId }));
     const incoming = await B.startDestinationContainer({ spec: plan.spec, ...(copyDisks ? { copyDisks } : {}) });
     const uri = incoming.uri;
+    if (sourceCheck) {
+      const refusal = await sourceCheck;
+      if (refusal) {
+        refusedAtSourceCheck = true;
+        throw refusal;
+      }
+    }
     checkCancel();
 
     // ---------------------------------------------------------------- stage 2: iterative pre-copy
@@ -421,7 +438,7 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
       cancelled = true;
       reason = cancelReason;
     }
-    const refused = !migrationStarted && progress.stageIndex === 0 && ['Refused', 'NotFound', 'InvalidArgument', 'Capacity'].includes(failureType(err) ?? '');
+    const refused = !migrationStarted && (progress.stageIndex === 0 || refusedAtSourceCheck) && ['Refused', 'NotFound', 'InvalidArgument', 'Capacity'].includes(failureType(err) ?? '');
     progress.error = reason;
     const failedStage = progress.stage;
     progress.stage = 'rollback';

@@ -179,13 +179,15 @@ describe('LiveMigrate survives SIGKILL of its workers in every stage', () => {
     }
   }
 
-  test('SIGKILL in pre-migration (waiting for the source agent): ends with the guest on one host', async (t) => {
+  test('SIGKILL while the source check waits for the source agent (overlapping reservation): ends with the guest on one host', async (t) => {
     const vmId = VMS['pre-migration'].id;
     await chaos(async () => {
       await restart({ withoutAgentOf: 'h1' });
       const h = await f.migrate({ vmId, targetHostId: 'h2' });
       await waitForUnclaimed(h, 'vmStatus');
-      assert.equal((await progressOf(h)).stage, 'pre-migration');
+      // the stage-0 source check runs while stage 1 reserves B and starts its container
+      // (patch 'source-check-overlaps-reservation'): it waits there for the absent agent
+      assert.equal((await progressOf(h)).stage, 'reservation');
       const killedAt = Date.now();
       await w.kill('SIGKILL');
       await restart();
