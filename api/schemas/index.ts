@@ -190,7 +190,7 @@ export const MigrationCreate = z.strictObject({
   maxBandwidthMiBps: z.number().positive().max(1_000_000).optional(),
   maxDowntimeMs: z.number().positive().max(600_000).optional(),
   policy: z.enum(POLICY_NAMES as [string, ...string[]]).optional(),
-  approveSwitchover: z.boolean().optional().describe('false = hold at switchover until POST .../switchover'),
+  approveSwitchover: z.boolean().optional().describe('true = hold at switchover (the source keeps running) until POST .../switchover approves it; false or absent = switch over as soon as the controller decides'),
   force: z.boolean().optional().describe('cold: power off after the graceful shutdown timeout'),
   start: z.boolean().optional().describe('cold: start on the target if it ran before (default true)'),
   flatten: z.boolean().optional().describe('cold: flatten linked clones (false = keep the chain, refused if its base is not on the target)'),

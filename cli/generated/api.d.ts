@@ -4591,7 +4591,7 @@ export interface paths {
                     "application/json": {
                         /** @description auto: may fall back to a cold migration when live is not possible */
                         allowCold?: boolean;
-                        /** @description false = hold at switchover until POST .../switchover */
+                        /** @description true = hold at switchover (the source keeps running) until POST .../switchover approves it; false or absent = switch over as soon as the controller decides */
                         approveSwitchover?: boolean;
                         completionTimeoutSecPerGiB?: number;
                         downtimeStepDelaySecPerGiB?: number;
