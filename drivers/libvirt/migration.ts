@@ -25,6 +25,8 @@ const MiB = 1024 ** 2;
 export const DEFAULT_DOWNTIME_MS = 300;
 /** forcing the switchover: any remainder fits (QEMU's own maximum downtime-limit is 2000 s) */
 export const FORCE_DOWNTIME_MS = 2_000_000;
+/** how long after `virsh migrate` starts a missing job still means setup */
+const SETUP_GRACE_MS = 3_000;
 
 export interface MigrationRecord {
   uri: string;
@@ -257,7 +259,16 @@ export function createMigration(cfg: HostConfig, life: Lifecycle, virshBinary = 
       return jobToStats(done && done.type === JOB_TYPE.completed ? done : emptyJob(), 'completed');
     }
     if (!rec) return jobToStats(emptyJob(), 'none');
-    if (await virshAlive(rec, vmId)) return jobToStats(emptyJob(), 'setup');
+    if (await virshAlive(rec, vmId)) {
+      // no job (yet, or any more): right after the start this is setup; later the job has ended
+      // and virsh is about to exit with the outcome, so wait for it rather than report a setup
+      // sample whose clock went back to 0
+      const started = Date.now() - rec.startedAt;
+      if (started < SETUP_GRACE_MS) return { ...jobToStats(emptyJob(), 'setup'), elapsedMs: started };
+      for (const until = Date.now() + SETUP_GRACE_MS; Date.now() < until && (await virshAlive(rec, vmId)); ) await sleep(50);
+      if (await virshAlive(rec, vmId)) return { ...jobToStats(emptyJob(), 'setup'), elapsedMs: Date.now() - rec.startedAt };
+      return migrationStatus(vmId);
+    }
     const err = await virshError(vmId);
     const last = await job(vmId, ['--completed', '--anystats']).catch(() => null);
     const base = last && last.type !== JOB_TYPE.none ? last : emptyJob();

@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { execa } from 'execa';
+import { readFile } from 'node:fs/promises';
 import { Host, Operation, Vm } from '../../db/entities.js';
 import { migrationProgressQuery, type MigrationProgress, type MigrationResult, type ProvisionResult } from '../../workflows/definitions.js';
 import { ensureLibvirt } from '../../workers/lab/libvirt-lab.js';
@@ -101,6 +102,33 @@ describe('ferry workflows on real libvirt (TCG)', { skip }, () => {
       await assertOnlyOn(vmId, 'lv1');
       const before = await f.heartbeat('lv1', vmId);
       await waitFor('still counting on lv1', async () => (await f.heartbeat('lv1', vmId)) > before);
+    } finally {
+      await f.destroyEverywhere(vmId);
+    }
+  });
+
+  test('the destination QEMU killed during pre-copy: the migration fails, rolled back to lv1, nothing on lv2', async () => {
+    const { vmId } = await provisionRunning('lv1');
+    try {
+      const h = await f.migrate({ vmId, targetHostId: 'lv2', policy: 'converge-or-abort', overrides: { maxBandwidthBytesPerSec: 2 * MiB, maxRounds: 1000 } });
+      await waitFor('pre-copy under way', async () => {
+        const p: MigrationProgress = await h.query(migrationProgressQuery);
+        assert.equal(p.state, 'running', p.error);
+        return p.stage === 'pre-copy' && p.progress.transferredBytes > 0 && p;
+      });
+      // the incoming QEMU's pid file, as libvirtd on lv2 wrote it (domain name = vmId)
+      const pid = Number((await readFile(`${f.labHost('lv2').dir}/run/qemu/${vmId}.pid`, 'utf8')).trim());
+      assert.ok(pid > 0);
+      process.kill(pid, 'SIGKILL');
+      const r = await outcome(h);
+      assert.equal(r.ok, false);
+      const op = await f.db.em().fork().findOneOrFail(Operation, { workflowId: h.workflowId }, { orderBy: { startedAt: 'desc' } });
+      assert.equal(op.state, 'rolled-back', op.error ?? '');
+      await waitFor('nothing on lv2', async () => (await f.domains()).lv2!.length === 0, 15_000);
+      await assertOnlyOn(vmId, 'lv1');
+      const before = await f.heartbeat('lv1', vmId);
+      await waitFor('still counting on lv1', async () => (await f.heartbeat('lv1', vmId)) > before);
+      console.log(`# destination QEMU killed: ${op.error}`);
     } finally {
       await f.destroyEverywhere(vmId);
     }
