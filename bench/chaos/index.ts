@@ -42,7 +42,7 @@ async function main() {
   }
   if (a.driver === 'qemu') {
     const { runQemuCampaign } = await import('./qemu.js');
-    const r = await runQemuCampaign({ runs, seed });
+    const r = await runQemuCampaign({ runs, seed, minutes });
     process.exit(r.violations ? 1 : 0);
   }
   const r = await runCampaign({ runs, seed, plant: a.plant, timeScale, minutes });

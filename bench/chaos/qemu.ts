@@ -42,7 +42,7 @@ class QemuRig {
     let out = '';
     child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
-    const deadline = Date.now() + 60_000;
+    const deadline = Date.now() + 300_000;
     while (!out.includes('running')) {
       if (child.exitCode !== null || Date.now() > deadline) throw new Error(`control worker did not start (exit ${child.exitCode ?? '-'}, signal ${child.signalCode ?? '-'}): ${out}`);
       await sleep(50);
@@ -50,7 +50,20 @@ class QemuRig {
     this.control = child;
   }
 
+  private restoring: Promise<void> | undefined;
+
+  /** Restarts whatever is down; one at a time (two at once would start a process twice). */
   async restoreAll(): Promise<void> {
+    while (this.restoring) await this.restoring.catch(() => undefined);
+    this.restoring = this.restoreNow();
+    try {
+      await this.restoring;
+    } finally {
+      this.restoring = undefined;
+    }
+  }
+
+  private async restoreNow(): Promise<void> {
     if (!this.control || this.control.exitCode !== null || this.control.signalCode !== null) await this.spawnControl();
     for (const h of HOSTS) {
       const a = this.agents.get(h);
@@ -84,7 +97,7 @@ export async function checkQemuProcesses(f: QemuFerry): Promise<Violation[]> {
   return out;
 }
 
-export async function runQemuCampaign(o: { runs: number; seed: number; log?: (l: string) => void }): Promise<{ violations: number }> {
+export async function runQemuCampaign(o: { runs: number; seed: number; minutes?: number; log?: (l: string) => void }): Promise<{ violations: number }> {
   const log = o.log ?? ((l) => console.log(l));
   const t0 = Date.now();
   const f = await startQemuFerry({ hosts: HOSTS, processAgents: HOSTS, controlWorker: 'none', guest: { kind: 'dirty', dirtyBytes: 8 * 1024 ** 2 } });
@@ -92,11 +105,17 @@ export async function runQemuCampaign(o: { runs: number; seed: number; log?: (l:
   await writeWorkflowBundle(bundle);
   const rig = new QemuRig(f, bundle);
   let total = 0;
+  let done = 0;
   const ops: Record<string, number> = {};
   const failing: number[] = [];
   try {
     await rig.restoreAll();
     for (let i = 0; i < o.runs; i++) {
+      if (o.minutes !== undefined && Date.now() - t0 > o.minutes * 60_000) {
+        log(`chaos: the ${o.minutes}-minute budget is spent after ${i} of ${o.runs} runs`);
+        break;
+      }
+      done = i + 1;
       const seed = o.seed + i;
       const rnd = mulberry32(seed);
       const since = new Date();
@@ -153,9 +172,9 @@ export async function runQemuCampaign(o: { runs: number; seed: number; log?: (l:
     await stopOwnTemporal();
   }
   const fmt = (m: Record<string, number>) => Object.entries(m).sort().map(([k, v]) => `${k} ${v}`).join(', ');
-  log(`\nqemu chaos campaign: seeds ${o.seed}..${o.seed + o.runs - 1}, wall ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+  log(`\nqemu chaos campaign: seeds ${o.seed}..${o.seed + done - 1}, wall ${((Date.now() - t0) / 1000).toFixed(0)} s`);
   log(`operations: ${fmt(ops)}; SIGKILLs: ${fmt(rig.kills)}`);
   if (failing.length) log(`replay the failing runs:\n${failing.map((s) => `  npm run chaos -- --driver qemu --runs 1 --seed ${s}`).join('\n')}`);
-  log(`${o.runs} runs, ${total} violations`);
+  log(`${done} runs, ${total} violations`);
   return { violations: total };
 }

@@ -19,6 +19,7 @@ import { WORKFLOWS_PATH } from '../../workers/create-worker.js';
 export const PROCESS_KINDS = ['control', 'agents', 'api'] as const;
 export type ProcessKind = (typeof PROCESS_KINDS)[number];
 
+const SPAWN_LIMIT_MS = 300_000;
 const TOKEN = 'chaos-admin-token-0123456789abcdef';
 
 interface Proc {
@@ -105,11 +106,12 @@ export class Rig {
     const p: Proc = { child, out: '' };
     child.stdout?.on('data', (d: Buffer) => (p.out = (p.out + d.toString()).slice(-4000)));
     child.stderr?.on('data', (d: Buffer) => (p.out = (p.out + d.toString()).slice(-4000)));
-    const deadline = Date.now() + 90_000;
+    // generous: on 2 shared cores a tsx process can take minutes to load
+    const deadline = Date.now() + SPAWN_LIMIT_MS;
     while (!/running/.test(p.out)) {
       if (child.exitCode !== null || Date.now() > deadline) {
         child.kill('SIGKILL');
-        throw new Error(`${kind} process did not start (exit ${child.exitCode ?? '-'}, signal ${child.signalCode ?? '-'}, ${Math.round((Date.now() - deadline + 90_000) / 1000)} s): ${p.out}`);
+        throw new Error(`${kind} process did not start (exit ${child.exitCode ?? '-'}, signal ${child.signalCode ?? '-'}, ${Math.round((Date.now() - deadline + SPAWN_LIMIT_MS) / 1000)} s): ${p.out}`);
       }
       await new Promise((r) => setTimeout(r, 50));
     }

@@ -71,6 +71,16 @@ export async function runOnce(rig: Rig, seed: number, log: (l: string) => void =
     }
   };
 
+  /** restoreAll, a failed restart logged (the settle loop tries again) */
+  const restore = async () => {
+    try {
+      return await rig.restoreAll();
+    } catch (e) {
+      log(`  seed ${seed}: a restart failed, retried: ${(e as Error).message.slice(0, 300)}`);
+      return [];
+    }
+  };
+
   const op = async (a: Extract<Action, { type: 'op' }>) => {
     const vmId = vmIds[a.vm];
     const vm = await rig.db.em().findOne(Vm, { id: vmId });
@@ -115,7 +125,7 @@ export async function runOnce(rig: Rig, seed: number, log: (l: string) => void =
     }
     if (a.fault === 'kill-temporal') await rig.killTemporal();
     else await rig.kill(KILLS[a.fault]);
-    restores.push(sleep(a.downMs).then(() => rig.restoreAll()));
+    restores.push(sleep(a.downMs).then(() => restore()));
   };
 
   const simFault = async (a: Extract<Action, { type: 'sim' }>) => {
@@ -150,7 +160,7 @@ export async function runOnce(rig: Rig, seed: number, log: (l: string) => void =
   await Promise.all(restores.map((p) => p.catch(() => undefined)));
   // settle: faults cleared, the database back, every process up, then nothing in flight
   rig.sim.clearFaults();
-  await rig.restoreAll();
+  await restore();
   const t1 = Date.now();
   for (;;) {
     const running = await rig.db.em().count(Operation, { state: 'running' }).catch(() => 1);
@@ -158,7 +168,7 @@ export async function runOnce(rig: Rig, seed: number, log: (l: string) => void =
     if (running === 0 && open === 0) break;
     if (Date.now() - t1 > SETTLE_LIMIT_MS) break;
     // a process can die on its own (a bug is a finding too: it is restarted, and logged)
-    const back = await rig.restoreAll();
+    const back = await restore();
     if (back.length) log(`  seed ${seed}: restarted ${back.join(', ')} that exited on their own`);
     await sleep(250);
   }
