@@ -12,13 +12,15 @@
 //   cleanup/start  delete from A, start on B if it ran and `start` allows; forward only
 // Before the commit any failure or cancel runs the saga: discard B's copy, restart A if it ran,
 // release the reservation, restore inventory.
-import { ApplicationFailure, CancellationScope, condition, isCancellation, proxyActivities, setHandler, sleep, upsertSearchAttributes } from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, condition, isCancellation, proxyActivities, setCurrentDetails, setHandler, sleep, upsertSearchAttributes } from '@temporalio/workflow';
 import type { ColdControlActivities } from '../activities/cold-control.js';
 import type { ColdHostActivities } from '../activities/cold.js';
 import type { HostActivities } from '../activities/host.js';
 import { coldCopyMismatches, copySizeOf, type ColdCopyCheckpoint, type ColdCopyResult, type VmHomeManifest } from '../domain/cold.js';
 import { describeFailure, failureType } from '../domain/failures.js';
-import { workflowContext } from './context.js';
+import { summarized, workflowContext } from './context.js';
+import { activitySummary } from '../domain/summaries.js';
+import { coldDetails } from './lib/current-details.js';
 import { COLD_STAGES, SA, cancelMigrationSignal, coldProgressQuery, hostQueue, prefixOfControlQueue, type ColdMigrateInput, type ColdMigrationProgress, type ColdStage, type MigrationResult } from './definitions.js';
 import { activationProfile, bootProfile, coldCopyProfile, compensationProfile, dbProfile, hostQuickProfile } from './profiles.js';
 import { Saga } from './lib/saga.js';
@@ -34,12 +36,16 @@ class Rollback extends Error {
 }
 
 export async function coldMigrate(input: ColdMigrateInput): Promise<MigrationResult> {
-  const { info, ctl, ctlComp, writeAudit } = workflowContext();
+  // every activity names its stage (and host) in the Web UI: `stage 3 copy on qb: copy vm home`.
+  // Summaries travel in the command's user metadata and current details are workflow state:
+  // neither adds a command, so histories from before replay unchanged.
+  const label = (where: string, type: string) => activitySummary(progress.stage === 'rollback' ? 'rollback' : `stage ${progress.stageIndex} ${progress.stage}`, where, type);
+  const { info, ctl, ctlComp, writeAudit } = workflowContext(label);
   const operationId = info.runId;
   const prefix = prefixOfControlQueue(info.taskQueue);
-  const cold = proxyActivities<ColdControlActivities>(dbProfile);
-  const coldComp = proxyActivities<ColdControlActivities>(compensationProfile);
-  const on = (hostId: string, profile = hostQuickProfile) => proxyActivities<HostActivities & ColdHostActivities>({ ...profile, taskQueue: hostQueue(hostId, prefix) });
+  const cold = summarized(proxyActivities<ColdControlActivities>(dbProfile), (t) => label('control', t));
+  const coldComp = summarized(proxyActivities<ColdControlActivities>(compensationProfile), (t) => label('control', t));
+  const on = (hostId: string, profile = hostQuickProfile) => summarized(proxyActivities<HostActivities & ColdHostActivities>({ ...profile, taskQueue: hostQueue(hostId, prefix) }), (t) => label(hostId, t));
 
   const startedAt = Date.now();
   const progress: ColdMigrationProgress = {
@@ -61,6 +67,9 @@ export async function coldMigrate(input: ColdMigrateInput): Promise<MigrationRes
   let cancelReason: string | undefined;
   let committed = false;
   setHandler(coldProgressQuery, () => progress);
+  /** the Web UI's current details: the progress query's answer as markdown (no command) */
+  const publish = () => setCurrentDetails(coldDetails(progress, Date.now(), startedAt));
+  publish();
   setHandler(cancelMigrationSignal, ({ reason } = {}) => {
     if (!committed) cancelReason = reason || 'cancelled by operator';
   });
@@ -76,6 +85,7 @@ export async function coldMigrate(input: ColdMigrateInput): Promise<MigrationRes
     stageStarted = Date.now();
     progress.stage = stage;
     if (idx >= 0) progress.stageIndex = idx;
+    publish();
     upsertSearchAttributes([{ key: SA.Stage, value: idx >= 0 ? `${idx}-${stage}` : stage }]);
     await writeAudit({ id: operationId, stage, details: { stageTimingsMs: progress.stageTimingsMs } });
   }
@@ -179,6 +189,7 @@ export async function coldMigrate(input: ColdMigrateInput): Promise<MigrationRes
           progress.progress.percent = total > 0 ? Math.round((p.doneBytes / total) * 1000) / 10 : 100;
           const r = progress.progress.transferRateBytesPerSec;
           progress.progress.etaSeconds = r > 0 ? Math.round(progress.progress.remainingBytes / r) : undefined;
+          publish();
         }
         if (w.complete) {
           copy = w;
@@ -243,6 +254,7 @@ export async function coldMigrate(input: ColdMigrateInput): Promise<MigrationRes
     progress.state = 'completed';
     progress.stage = 'done';
     progress.durationMs = Date.now() - startedAt;
+    publish();
     upsertSearchAttributes([{ key: SA.Stage, value: 'done' }]);
     await ctl.finishOperation({ id: operationId, state: 'completed', details: finalDetails({ activationStuck: false }) });
     return { state: 'completed', vmId: input.vmId, sourceHostId: plan.sourceHostId, targetHostId: plan.targetHostId, downtimeMs: progress.downtimeMs, transferredBytes: progress.progress.transferredBytes } satisfies MigrationResult;
@@ -270,11 +282,13 @@ export async function coldMigrate(input: ColdMigrateInput): Promise<MigrationRes
     progress.error = reason;
     const failedStage = progress.stage;
     progress.stage = 'rollback';
+    publish();
     upsertSearchAttributes([{ key: SA.Stage, value: 'rollback' }]);
     progress.compensations = await saga.compensate((fn) => CancellationScope.nonCancellable(fn));
     const state = cancelled ? 'cancelled' : refused ? 'failed' : 'rolled-back';
     progress.state = state;
     progress.durationMs = Date.now() - startedAt;
+    publish();
     upsertSearchAttributes([{ key: SA.Stage, value: state }]);
     await CancellationScope.nonCancellable(() => ctlComp.finishOperation({ id: operationId, state, error: reason, details: finalDetails({ failedStage }) }));
     throw ApplicationFailure.create({

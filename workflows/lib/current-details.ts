@@ -1,7 +1,7 @@
 // The markdown a workflow keeps as its current details (setCurrentDetails): the Web UI's workflow
 // page shows it without a query. Rendered from the same progress object the `progress` query
 // answers, at the points it changes; workflow state only, so no command and no history event.
-import type { FleetProgress, MigrationProgress, ProvisionProgress } from '../definitions.js';
+import type { ColdMigrationProgress, FleetProgress, MigrationProgress, ProvisionProgress } from '../definitions.js';
 import { bytes, markdownList, seconds } from '../../domain/summaries.js';
 
 /** LiveMigrate: stage, round, remaining, dirty rate, expected downtime, ETA, verdict, last decision. */
@@ -63,4 +63,26 @@ export function fleetDetails(p: FleetProgress, nowMs: number): string {
   for (const v of p.vms.filter((x) => x.state === 'failed' || x.state === 'left')) rows.push([`${v.state} ${v.vmName}`, v.reason ?? '']);
   if (p.error) rows.push(['error', p.error]);
   return markdownList(`${p.kind === 'evacuation' ? 'evacuation of' : 'rebalance of'} ${p.subject}`, rows);
+}
+
+/** ColdMigrate: stage, hosts, the copy (bytes, files, rate, ETA, resumes), downtime, last decision. */
+export function coldDetails(p: ColdMigrationProgress, nowMs: number, startedAtMs: number): string {
+  const g = p.progress;
+  const last = p.decisions[p.decisions.length - 1];
+  const rows: Array<[string, string]> = [
+    ['state', p.state],
+    ['stage', p.stage === 'rollback' || p.stage === 'done' || p.stage === 'queued' ? p.stage : `${p.stageIndex} ${p.stage}`],
+    ['hosts', `${p.sourceHostId || '?'} → ${p.targetHostId ?? '(planner picks)'}${p.targetDatastoreId ? ` (datastore ${p.targetDatastoreId})` : ''}`],
+    ['copied', `${bytes(g.transferredBytes)} of ${bytes(g.totalBytes)} (${Math.round(g.percent)} %), ${g.filesDone}/${g.filesTotal} files${g.file ? `, now ${g.file}` : ''}`],
+    ['copy rate', `${bytes(g.transferRateBytesPerSec)}/s`],
+    ['ETA', g.etaSeconds !== undefined ? seconds(g.etaSeconds) : '—'],
+    ['last decision', last ? `${last.action}: ${last.reason}` : '—'],
+    ['elapsed', seconds((nowMs - startedAtMs) / 1000)],
+  ];
+  if (g.resumedFromBytes > 0) rows.push(['resumed', `from ${bytes(g.resumedFromBytes)} (checkpoint after a crash)`]);
+  if (p.backingDecision) rows.push(['backing chain', p.backingDecision]);
+  if (p.downtimeMs !== undefined) rows.push(['downtime', seconds(p.downtimeMs / 1000)]);
+  if (p.error) rows.push(['error', p.error]);
+  if (p.compensations.length) rows.push(['compensations', p.compensations.map((c) => `${c.name} ${c.ok ? 'ok' : 'FAILED'}`).join(', ')]);
+  return markdownList(`cold migration of ${p.vmId}`, rows);
 }
