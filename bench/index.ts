@@ -66,6 +66,11 @@ const BENCHES: Bench[] = [
     run: async (log) => (await import('./throughput.js')).benchThroughput({ log }),
   },
   {
+    title: '9. memory per in-flight migration: control worker RSS with 0, 100 and 500 LiveMigrate in pre-copy (bench/memory.ts)',
+    timeoutMs: 900_000,
+    run: async (log) => (await import('./memory.js')).benchMemory({ log }),
+  },
+  {
     title: '10. pre-copy model vs real QEMU: rounds, bytes, total time, verdict (bench/precopy-qemu.ts)',
     timeoutMs: 300_000,
     async run(log) {

@@ -21,7 +21,7 @@ const pad = (s: string | number, n: number) => String(s).padStart(n);
 const median = (xs: number[]) => pct(xs, 50);
 
 /** The dev server as `npm start` runs it: a SQLite file (WAL, synchronous=NORMAL), in a scratch folder. */
-async function devServer(): Promise<{ server: DevServer; pids(): Promise<number[]>; close(): Promise<void> }> {
+export async function devServer(): Promise<{ server: DevServer; pids(): Promise<number[]>; close(): Promise<void> }> {
   const dir = mkdtempSync(join(tmpdir(), 'ferry-bench-dev-'));
   const server = await startDevServer({ headless: true, dbFile: join(dir, 'temporal.sqlite'), log: () => undefined });
   return {
