@@ -27,11 +27,11 @@ import { isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, loadConfig, type FerryConfig } from '../config/index.js';
 import { createDb, migrateUp, type Db } from '../db/orm.js';
-import { Datastore, Host, Network } from '../db/entities.js';
 import { assertSafeName, DriverError, type HostInfo } from '../domain/hypervisor.js';
 import { createQemuConsole, createQemuDriver, type QemuDatastoreConfig, type QemuDriver, type QemuDriverOptions } from '../drivers/qemu/index.js';
 import { hostQueue } from '../workflows/definitions.js';
 import { createHostAgent, runWorkers } from './create-worker.js';
+import { registerHost } from './register-host.js';
 
 const MiB = 1024 ** 2;
 const GiB = 1024 ** 3;
@@ -146,73 +146,6 @@ export function loadQemuAgentConfig(env: NodeJS.ProcessEnv = process.env, cwd = 
   };
 }
 
-/**
- * Writes what the driver reports into the inventory: the Host row (created, or updated when it
- * changed), this host in the hostIds of its datastores (created when missing) and of the existing
- * networks it has. Idempotent; retried on optimistic-lock conflicts with other agents.
- */
-export async function registerQemuHost(db: Db, info: HostInfo, defaults: { maxOutgoingMigrations?: number; maxIncomingMigrations?: number } = {}): Promise<void> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      await db.em().transactional(async (em) => {
-        const memoryMiB = Math.floor(info.memoryBytes / MiB);
-        const host = await em.findOne(Host, { id: info.hostId });
-        if (!host) {
-          em.create(Host, {
-            id: info.hostId,
-            name: info.hostId,
-            rack: null,
-            cpuModel: info.cpuModel,
-            cpuFeatures: info.cpuFeatures,
-            cpus: info.cpus,
-            memoryMiB,
-            cpuOvercommit: 4,
-            memoryOvercommit: 1,
-            maintenance: false,
-            state: 'up',
-            driver: 'qemu',
-            migrationAddress: info.migrationAddress,
-            tags: [],
-            maxOutgoingMigrations: defaults.maxOutgoingMigrations ?? 2,
-            maxIncomingMigrations: defaults.maxIncomingMigrations ?? 2,
-          });
-        } else {
-          const want = { cpuModel: info.cpuModel, cpuFeatures: info.cpuFeatures, cpus: info.cpus, memoryMiB, migrationAddress: info.migrationAddress, driver: 'qemu' as const, state: 'up' as const };
-          // only write what changed: every write bumps the row's version, and reservations
-          // claim the host row under an optimistic lock
-          const changed = (Object.keys(want) as (keyof typeof want)[]).filter((k) => JSON.stringify(host[k]) !== JSON.stringify(want[k]));
-          if (changed.length) em.assign(host, Object.fromEntries(changed.map((k) => [k, want[k]])));
-        }
-        for (const ds of info.datastores) {
-          const row = await em.findOne(Datastore, { id: ds.id });
-          if (!row) {
-            em.create(Datastore, {
-              id: ds.id,
-              name: ds.id,
-              shared: ds.shared,
-              capacityGiB: Math.max(1, Math.floor(ds.capacityBytes / GiB)),
-              throughputMiBps: Math.max(1, Math.round(ds.throughputBytesPerSec / MiB)),
-              hostIds: [info.hostId],
-            });
-          } else if (!row.hostIds.includes(info.hostId)) {
-            row.hostIds = [...row.hostIds, info.hostId];
-          }
-        }
-        for (const name of info.networks) {
-          const net = await em.findOne(Network, { name });
-          if (net && !net.hostIds.includes(info.hostId)) net.hostIds = [...net.hostIds, info.hostId];
-        }
-      });
-      return;
-    } catch (e) {
-      const name = (e as Error).name;
-      const retryable = name === 'OptimisticLockError' || name === 'UniqueConstraintViolationException' || /SQLITE_BUSY|database is locked/.test((e as Error).message);
-      if (!retryable || attempt >= 8) throw e;
-      await new Promise((r) => setTimeout(r, 50 * attempt));
-    }
-  }
-}
-
 export interface RunningQemuAgent {
   driver: QemuDriver;
   taskQueue: string;
@@ -227,7 +160,7 @@ export async function startQemuAgent(cfg: QemuAgentConfig): Promise<RunningQemuA
   let connection: NativeConnection | undefined;
   try {
     await migrateUp(db);
-    await registerQemuHost(db, await driver.hostInfo(), { maxOutgoingMigrations: cfg.ferry.maxOutgoingMigrations, maxIncomingMigrations: cfg.ferry.maxIncomingMigrations });
+    await registerHost(db, await driver.hostInfo(), 'qemu', { maxOutgoingMigrations: cfg.ferry.maxOutgoingMigrations, maxIncomingMigrations: cfg.ferry.maxIncomingMigrations });
     connection = await NativeConnection.connect({ address: cfg.temporalAddress });
     const worker = await createHostAgent({ connection, namespace: cfg.ferry.temporalNamespace, prefix: cfg.prefix, driver, pollMs: cfg.pollMs, console: createQemuConsole(driver.hostId, driver.stateDir) });
     const running = runWorkers([worker]);

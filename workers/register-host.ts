@@ -1,5 +1,5 @@
-// The Host row of a real host agent, written from what its driver reports (libvirt-agent.ts; the
-// same steps as registerQemuHost in qemu-agent.ts, with the driver kind as a parameter).
+// The Host row of a real host agent (qemu-agent.ts, libvirt-agent.ts), written from what its
+// driver reports.
 import { Datastore, Host, Network } from '../db/entities.js';
 import type { Db } from '../db/orm.js';
 import type { HostInfo } from '../domain/hypervisor.js';
