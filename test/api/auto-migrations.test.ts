@@ -90,7 +90,7 @@ describe('POST /v1/vms/:id/migrations kind auto and storage', () => {
     const s = t.temporal.starts[0]!;
     assert.equal(s.workflowType, 'storageMigrate');
     assert.equal(s.workflowId, 'migrate-vm-shared');
-    assert.deepEqual(s.args, [{ vmId: 'vm-shared', targetDatastoreId: 'local-h1', maxBandwidthBytesPerSec: 100 * 1024 * 1024 }]);
+    assert.deepEqual(s.args, [{ vmId: 'vm-shared', principal: 'bootstrap-admin', targetDatastoreId: 'local-h1', maxBandwidthBytesPerSec: 100 * 1024 * 1024 }]);
     assert.deepEqual(s.searchAttributes, { VmId: 'vm-shared', SourceHost: 'h1', TargetHost: 'h1', MigrationKind: 'storage' });
   });
 

@@ -75,9 +75,12 @@ class FuzzTemporal extends FakeTemporal {
 
   constructor() {
     super();
-    // a dry run's planning workflow: answers an empty plan
-    (this.workflow as Record<string, unknown>).execute = async (workflowType: string) => {
+    // the base fake's answers where it has one (VmConsole), else a dry run's planning workflow
+    // answering an empty plan
+    (this.workflow as Record<string, unknown>).execute = async (workflowType: string, opts: { args?: unknown[] }) => {
       this.executes++;
+      const answer = this.results.get(workflowType);
+      if (answer) return answer(opts.args ?? []);
       return { kind: workflowType === 'rebalance' ? 'rebalance' : 'evacuation', subject: 'x', state: 'planned', vms: [], counts: {} };
     };
   }
