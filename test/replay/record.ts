@@ -14,7 +14,7 @@ import { writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { WorkflowHandle } from '@temporalio/client';
-import { controlQueue, workflowIds, type LifecycleInput } from '../../workflows/definitions.js';
+import { controlQueue, workflowIds, type ColdMigrateInput, type LifecycleInput } from '../../workflows/definitions.js';
 import { historyToJSON } from './history-json.js';
 import { outcome, smallCluster, startTestFerry, stopOwnTemporal, type TestFerry } from '../helpers/ferry.js';
 
@@ -35,6 +35,10 @@ async function provisionRunning(f: TestFerry, name: string, dirtyMiBps = 100): P
   return vmId;
 }
 
+
+function coldMigrate(f: TestFerry, input: ColdMigrateInput): Promise<WorkflowHandle> {
+  return f.client.workflow.start('coldMigrate', { taskQueue: controlQueue(f.prefix), workflowId: `${workflowIds.migrate(input.vmId)}-${f.prefix}`, args: [input] });
+}
 
 export const SCENARIOS: Scenario[] = [
   {
@@ -77,6 +81,24 @@ export const SCENARIOS: Scenario[] = [
     },
   },
   {
+    name: 'cold-ok',
+    ok: true,
+    // ColdMigrate as it ran before patch 'cold-fewer-tasks' (control steps as remote activities,
+    // the source hashed by describeVmHome, stop / register / cleanup / start as separate tasks)
+    run: async (f) => coldMigrate(f, { vmId: await provisionRunning(f, 'rec-cold'), targetHostId: 'h2', targetDatastoreId: 'local-h2' }),
+  },
+  {
+    name: 'cold-rolled-back',
+    ok: false,
+    async run(f) {
+      // the seed's copy fails on every attempt after the disk copied: the saga discards the
+      // target's copy and restarts the VM on its source
+      const vmId = await provisionRunning(f, 'rec-cold-rb');
+      f.sim.injectFault({ kind: 'fail-step', step: 'copyDisk', hostId: 'h2', vmId: `${vmId}-seed`, count: -1 });
+      return coldMigrate(f, { vmId, targetHostId: 'h2', targetDatastoreId: 'local-h2' });
+    },
+  },
+  {
     name: 'lifecycle-stop',
     ok: true,
     async run(f) {
@@ -94,7 +116,10 @@ export async function record(names: string[] = []): Promise<string[]> {
   mkdirSync(HISTORIES_DIR, { recursive: true });
   const written: string[] = [];
   // one ferry for all: the migration scenarios need room on h2, as in the live-migrate tests
-  const f = await startTestFerry({ cluster: smallCluster({ hosts: 3, memoryMiB: 256 * 1024 }), timeScale: 100 });
+  // (and a local datastore per host, the cold migrations' targets)
+  const cluster = smallCluster({ hosts: 3, memoryMiB: 256 * 1024 });
+  for (const h of cluster.hosts) cluster.datastores.push({ id: `local-${h.id}`, shared: false, capacityGiB: 500, throughputMiBps: 1000, hostIds: [h.id] });
+  const f = await startTestFerry({ cluster, timeScale: 100 });
   try {
     for (const s of chosen) {
       f.sim.clearFaults();

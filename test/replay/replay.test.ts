@@ -54,6 +54,18 @@ const EXPECTED: Record<string, { workflowType: string; ended: 'COMPLETED' | 'FAI
     ended: 'FAILED',
     activities: ['startPrecopy', 'watchPrecopy', 'rollbackSource', 'destroyDestinationContainer', 'releaseReservation', 'restoreVmAfterRollback'],
   },
+  'cold-ok': {
+    workflowType: 'coldMigrate',
+    ended: 'COMPLETED',
+    // recorded before patch 'cold-fewer-tasks': every step a task of its own
+    activities: ['planColdMigration', 'reserveColdTarget', 'stopVm', 'describeVmHome', 'copyVmHome', 'registerColdCopy', 'commitColdMigration', 'deleteSourceHome', 'startVm', 'recordColdMigrated'],
+  },
+  'cold-rolled-back': {
+    workflowType: 'coldMigrate',
+    ended: 'FAILED',
+    // the copy failed; the saga ran newest first
+    activities: ['stopVm', 'describeVmHome', 'copyVmHome', 'discardColdCopy', 'startVm', 'releaseReservation', 'restoreVmAfterRollback'],
+  },
   'lifecycle-stop': {
     workflowType: 'vmLifecycle',
     ended: 'COMPLETED',
