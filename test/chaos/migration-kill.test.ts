@@ -28,7 +28,7 @@ import { outcome, smallCluster, startTestFerry, waitFor, type TestFerry, type Wo
 import { assertNoViolations, RunningSampler } from '../helpers/invariants.js';
 
 /** How long a killed migration may take to end after the restart before the test calls it stuck. */
-const SETTLE_LIMIT_MS = 120_000;
+const SETTLE_LIMIT_MS = 240_000;
 
 /** One seeded, running VM per scenario (all on h1), so scenarios do not share state. */
 const VMS = {
@@ -145,9 +145,10 @@ describe('LiveMigrate survives SIGKILL of its workers in every stage', () => {
     let timer: NodeJS.Timeout | undefined;
     const stuck = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
+        const worker = w.child.exitCode === null ? `worker process ${w.child.pid} alive` : `worker process exited ${w.child.exitCode}`;
         void progressOf(h)
           .then((q) => `stage ${q.stage}, state ${q.state}`, (e: Error) => e.message)
-          .then((where) => reject(new Error(`${label}: the migration did not end within ${SETTLE_LIMIT_MS} ms of the kill (${where})`)));
+          .then((where) => reject(new Error(`${label}: the migration did not end within ${SETTLE_LIMIT_MS} ms of the kill (${where}; ${worker}; its last output: ${w.output().slice(-2000)})`)));
       }, SETTLE_LIMIT_MS);
     });
     const r = await Promise.race([outcome<MigrationResult>(h), stuck]).finally(() => clearTimeout(timer));

@@ -97,6 +97,8 @@ export interface TestFerry {
 export interface WorkerProcess {
   kill(signal?: NodeJS.Signals): Promise<void>;
   child: ResultPromise;
+  /** everything it printed so far (stdout and stderr) */
+  output(): string;
 }
 
 export async function startTestFerry(
@@ -169,9 +171,17 @@ export async function startTestFerry(
         if (child.exitCode !== null || Date.now() > deadline) throw new Error(`worker process did not start: ${out}`);
         await new Promise((r) => setTimeout(r, 50));
       }
+      // a worker process that dies on its own leaves every later step of a test waiting: say so,
+      // with what it printed, instead of a timeout somewhere else
+      let killed = false;
+      void child.then((r) => {
+        if (!killed) console.error(`worker process ${child.pid} exited on its own (code ${r.exitCode}, signal ${r.signal ?? 'none'}); its last output:\n${out.slice(-4000)}`);
+      });
       const proc: WorkerProcess = {
         child,
+        output: () => out,
         async kill(signal = 'SIGKILL') {
+          killed = true;
           child.kill(signal);
           await child;
         },
