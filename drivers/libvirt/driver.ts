@@ -4,6 +4,7 @@
 // one record per outgoing migration in stateDir/migrations/. This file only wires the parts
 // together; each concern has its own file (see README.md).
 import { DriverError, type HypervisorDriver } from '../hypervisor.js';
+import { diskMirrorsOf, sourceMigrationOf } from '../common.js';
 import { createBlockJobs } from './block-jobs.js';
 import { createDisks } from './disks.js';
 import { hostInfo, hostUuid, resolveHost, type LibvirtDriverOptions } from './host.js';
@@ -65,16 +66,8 @@ export function createLibvirtDriver(options: LibvirtDriverOptions): LibvirtDrive
 
     prepareIncoming: migration.prepareIncoming,
     activateIncoming: migration.activateIncoming,
-    startMigration: migration.startMigration,
-    migrationStatus: migration.migrationStatus,
-    setMigrationParams: migration.setMigrationParams,
-    continueSwitchover: migration.continueSwitchover,
-    cancelMigration: migration.cancelMigration,
-
-    startDiskMirror: blockJobs.startDiskMirror,
-    diskMirrorStatus: blockJobs.diskMirrorStatus,
-    completeDiskMirror: blockJobs.completeDiskMirror,
-    cancelDiskMirror: blockJobs.cancelDiskMirror,
+    ...sourceMigrationOf(migration),
+    ...diskMirrorsOf(blockJobs),
 
     describeVmHome: async () => unsupported('describeVmHome', cold),
     receiveVmHome: async () => unsupported('receiveVmHome', cold),

@@ -4,7 +4,8 @@
 // nodeinfo` and `pool-dumpxml`; the host UUID from `virsh capabilities`).
 import path from 'node:path';
 import { XMLParser } from 'fast-xml-parser';
-import { DriverError, assertSafeName, type HostInfo, type VmSpec } from '../hypervisor.js';
+import { DriverError, assertSafeName, type HostInfo } from '../hypervisor.js';
+import { QEMU64_FEATURES } from '../common.js';
 import { parsePoolXml, type PoolXml } from './domain-xml.js';
 import { parseNodeInfo } from './parse.js';
 import { createVirsh, type Virsh } from './virsh.js';
@@ -66,10 +67,6 @@ export interface HostConfig {
   virsh: Virsh;
 }
 
-const QEMU64_FEATURES = [
-  'fpu', 'tsc', 'pae', 'cx8', 'apic', 'sep', 'cmov', 'clflush', 'mmx', 'fxsr',
-  'sse', 'sse2', 'pni', 'cx16', 'lm', 'syscall', 'nx', 'lahf_lm',
-];
 
 const bad = (m: string) => new DriverError(m, 'INVALID_ARGUMENT', true);
 
@@ -117,13 +114,7 @@ export function resolveHost(options: LibvirtDriverOptions): HostConfig {
   };
 }
 
-export function checkHostOffers(cfg: HostConfig, spec: VmSpec): void {
-  const missing = spec.cpuFeatures.filter((f) => !cfg.cpuFeatures.includes(f));
-  if (missing.length) throw bad(`spec.cpuFeatures: host "${cfg.hostId}" (${cfg.cpuModel}) does not offer ${missing.join(', ')}`);
-  if (spec.network !== undefined && !cfg.networks.includes(spec.network)) {
-    throw bad(`spec.network "${spec.network}" is not present on host "${cfg.hostId}" (has ${cfg.networks.join(', ') || 'none'})`);
-  }
-}
+export { checkHostOffers } from '../common.js';
 
 export function datastore(cfg: HostConfig, id: string): LibvirtDatastoreConfig {
   const ds = cfg.datastores.find((d) => d.id === id);

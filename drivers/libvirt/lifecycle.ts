@@ -5,34 +5,24 @@
 // defined, and a domain some migration carried here is found the same way.
 import { DriverError, assertSafeName, type VmPowerState, type VmRuntime, type VmSpec } from '../hypervisor.js';
 import { buildDomainXml, currentSpec, domainUuid, parseDomainXml } from './domain-xml.js';
+import { validateVmSpecFields } from '../common.js';
 import { checkHostOffers, type HostConfig } from './host.js';
 import { JOB_OPERATION, JOB_TYPE, mapDomState, parseDomState, parseJobInfo, parseNames } from './parse.js';
 
-const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function bad(m: string): DriverError {
   return new DriverError(m, 'INVALID_ARGUMENT', true);
 }
 
-function absolute(what: string, p: unknown): void {
-  if (typeof p !== 'string' || !p.startsWith('/') || /[\0\n]/.test(p)) throw bad(`${what} "${String(p)}" must be an absolute path`);
-}
 
 export function validateVmSpec(spec: VmSpec): void {
-  if (!spec || typeof spec !== 'object') throw bad('spec must be an object');
-  assertSafeName('spec.vmId', spec.vmId);
-  if (typeof spec.name !== 'string' || spec.name.length === 0 || spec.name.length > 200) throw bad('spec.name must be a non-empty string (at most 200 chars)');
-  if (!Number.isInteger(spec.cpus) || spec.cpus < 1 || spec.cpus > 255) throw bad(`spec.cpus ${spec.cpus} must be an integer 1..255`);
-  const mib = spec.memoryBytes / (1024 * 1024);
-  if (!Number.isInteger(mib) || mib < 16) throw bad(`spec.memoryBytes ${spec.memoryBytes} must be a whole number of MiB, at least 16 MiB`);
-  if (!Array.isArray(spec.disks)) throw bad('spec.disks must be an array of paths');
-  spec.disks.forEach((d, i) => absolute(`spec.disks[${i}]`, d));
-  if (spec.seedPath !== undefined) absolute('spec.seedPath', spec.seedPath);
-  if (spec.isoPath !== undefined) absolute('spec.isoPath', spec.isoPath);
-  if (spec.mac !== undefined && !MAC.test(spec.mac)) throw bad(`spec.mac "${spec.mac}" is not a lowercase MAC address (aa:bb:cc:dd:ee:ff)`);
-  if (spec.network !== undefined) assertSafeName('spec.network', spec.network);
-  if (!Array.isArray(spec.cpuFeatures)) throw bad('spec.cpuFeatures must be an array');
+  validateVmSpecFields(spec, {
+    maxNameLength: 200,
+    checkPath: (what, p) => {
+      if (/[\0\n]/.test(p)) throw bad(`${what} "${p}" must be an absolute path`);
+    },
+  });
 }
 
 export type Lifecycle = ReturnType<typeof createLifecycle>;

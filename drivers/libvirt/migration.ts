@@ -16,6 +16,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
 import { DriverError, type IncomingOptions, type IncomingResult, type MigrationParams, type MigrationStats, type VmRuntime, type VmSpec } from '../hypervisor.js';
+import { FORCE_DOWNTIME_MS, validateMigrationParams as validateCommonParams } from '../common.js';
 import { checkConnectUri, checkHostOffers, type HostConfig } from './host.js';
 import type { Lifecycle } from './lifecycle.js';
 import { validateVmSpec } from './lifecycle.js';
@@ -23,8 +24,7 @@ import { activeStatus, jobToStats, JOB_OPERATION, JOB_TYPE, parseDomState, parse
 
 const MiB = 1024 ** 2;
 export const DEFAULT_DOWNTIME_MS = 300;
-/** forcing the switchover: any remainder fits (QEMU's own maximum downtime-limit is 2000 s) */
-export const FORCE_DOWNTIME_MS = 2_000_000;
+export { FORCE_DOWNTIME_MS };
 /** how long after `virsh migrate` starts a missing job still means setup */
 const SETUP_GRACE_MS = 3_000;
 
@@ -41,15 +41,7 @@ export interface MigrationRecord {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export function validateMigrationParams(p: MigrationParams): void {
-  if (p.maxBandwidthBytesPerSec !== undefined && !(Number.isFinite(p.maxBandwidthBytesPerSec) && p.maxBandwidthBytesPerSec > 0)) {
-    throw new DriverError(`maxBandwidthBytesPerSec ${p.maxBandwidthBytesPerSec} must be a positive number`, 'INVALID_ARGUMENT', true);
-  }
-  if (p.downtimeLimitMs !== undefined && !(Number.isInteger(p.downtimeLimitMs) && p.downtimeLimitMs >= 1 && p.downtimeLimitMs <= FORCE_DOWNTIME_MS)) {
-    throw new DriverError(`downtimeLimitMs ${p.downtimeLimitMs} must be an integer 1..${FORCE_DOWNTIME_MS}`, 'INVALID_ARGUMENT', true);
-  }
-  if (p.throttlePct !== undefined && !(Number.isFinite(p.throttlePct) && p.throttlePct >= 0 && p.throttlePct <= 99)) {
-    throw new DriverError(`throttlePct ${p.throttlePct} must be 0..99`, 'INVALID_ARGUMENT', true);
-  }
+  validateCommonParams(p);
   if (p.hold) {
     throw new DriverError(
       'hold (switchover held for operator approval) is not supported by the libvirt driver yet: libvirt has no pause-before-switchover, it switches over by itself once the remainder fits the downtime limit',

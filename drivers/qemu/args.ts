@@ -1,6 +1,7 @@
 // Pure argv builder for qemu-system-x86_64. No I/O: unit-tested without QEMU.
 import { createHash } from 'node:crypto';
-import { DriverError, assertSafeName, type VmSpec } from '../hypervisor.js';
+import { DriverError, type VmSpec } from '../hypervisor.js';
+import { validateVmSpecFields } from '../common.js';
 
 export interface QemuPaths {
   qmpSocket: string;
@@ -25,8 +26,6 @@ export function defaultMac(vmId: string): string {
   return ['52', '54', '00', ...[h[0]!, h[1]!, h[2]!].map((b) => b.toString(16).padStart(2, '0'))].join(':');
 }
 
-const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
-
 /** QEMU option values: a comma is written as ",,"; control characters are refused. */
 export function qemuOptValue(what: string, value: string): string {
   // eslint-disable-next-line no-control-regex
@@ -36,43 +35,10 @@ export function qemuOptValue(what: string, value: string): string {
   return value.replaceAll(',', ',,');
 }
 
-function assertAbsolute(what: string, p: string): void {
-  if (!p.startsWith('/')) throw new DriverError(`${what} "${p}" must be an absolute path`, 'INVALID_ARGUMENT', true);
-}
 
 /** Validates the spec fields that reach argv or the file system (throws DriverError INVALID_ARGUMENT). */
 export function validateVmSpec(spec: VmSpec): void {
-  assertSafeName('spec.vmId', spec.vmId);
-  if (typeof spec.name !== 'string' || spec.name.length === 0) {
-    throw new DriverError('spec.name must be a non-empty string', 'INVALID_ARGUMENT', true);
-  }
-  if (!Number.isInteger(spec.cpus) || spec.cpus < 1 || spec.cpus > 255) {
-    throw new DriverError(`spec.cpus ${spec.cpus} must be an integer 1..255`, 'INVALID_ARGUMENT', true);
-  }
-  const mib = spec.memoryBytes / (1024 * 1024);
-  if (!Number.isInteger(mib) || mib < 16) {
-    throw new DriverError(`spec.memoryBytes ${spec.memoryBytes} must be a whole number of MiB, at least 16 MiB`, 'INVALID_ARGUMENT', true);
-  }
-  if (!Array.isArray(spec.disks)) throw new DriverError('spec.disks must be an array of paths', 'INVALID_ARGUMENT', true);
-  spec.disks.forEach((d, i) => {
-    assertAbsolute(`spec.disks[${i}]`, d);
-    qemuOptValue(`spec.disks[${i}]`, d);
-  });
-  if (spec.seedPath !== undefined) {
-    assertAbsolute('spec.seedPath', spec.seedPath);
-    qemuOptValue('spec.seedPath', spec.seedPath);
-  }
-  if (spec.isoPath !== undefined) {
-    assertAbsolute('spec.isoPath', spec.isoPath);
-    qemuOptValue('spec.isoPath', spec.isoPath);
-  }
-  if (spec.mac !== undefined && !MAC.test(spec.mac)) {
-    throw new DriverError(`spec.mac "${spec.mac}" is not a lowercase MAC address (aa:bb:cc:dd:ee:ff)`, 'INVALID_ARGUMENT', true);
-  }
-  if (spec.network !== undefined) assertSafeName('spec.network', spec.network);
-  if (!Array.isArray(spec.cpuFeatures)) {
-    throw new DriverError('spec.cpuFeatures must be an array', 'INVALID_ARGUMENT', true);
-  }
+  validateVmSpecFields(spec, { checkPath: (what, p) => void qemuOptValue(what, p) });
 }
 
 /**
@@ -82,7 +48,7 @@ export function validateVmSpec(spec: VmSpec): void {
 export function buildQemuArgs(spec: VmSpec, paths: QemuPaths, opts: QemuArgOptions): string[] {
   validateVmSpec(spec);
   for (const [k, v] of Object.entries(paths)) {
-    assertAbsolute(`paths.${k}`, v);
+    if (!v.startsWith('/')) throw new DriverError(`paths.${k} "${v}" must be an absolute path`, 'INVALID_ARGUMENT', true);
     qemuOptValue(`paths.${k}`, v);
   }
   if (!/^[A-Za-z0-9_.+-]+$/.test(opts.cpuModel)) {

@@ -11,6 +11,7 @@
 // This file only wires the parts together; each concern has its own file (see README.md).
 import { promises as fs } from 'node:fs';
 import type { HypervisorDriver, VmRuntime } from '../hypervisor.js';
+import { diskMirrorsOf, sourceMigrationOf } from '../common.js';
 import { createBlockJobs } from './block-jobs.js';
 import { createColdCopy } from './cold-copy.js';
 import { createDisks } from './disks.js';
@@ -89,17 +90,9 @@ export function createQemuDriver(options: QemuDriverOptions): QemuDriver {
 
     prepareIncoming: incoming.prepareIncoming,
     activateIncoming: incoming.activateIncoming,
-    startMigration: migration.startMigration,
-    migrationStatus: migration.migrationStatus,
+    ...sourceMigrationOf(migration),
     watchMigrationEvents: sessions.watchMigrationEvents,
-    setMigrationParams: migration.setMigrationParams,
-    continueSwitchover: migration.continueSwitchover,
-    cancelMigration: migration.cancelMigration,
-
-    startDiskMirror: blockJobs.startDiskMirror,
-    diskMirrorStatus: blockJobs.diskMirrorStatus,
-    completeDiskMirror: blockJobs.completeDiskMirror,
-    cancelDiskMirror: blockJobs.cancelDiskMirror,
+    ...diskMirrorsOf(blockJobs),
 
     describeVmHome: cold.describeVmHome,
     receiveVmHome: cold.receiveVmHome,

@@ -3,7 +3,8 @@
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { DriverError, assertSafeName, type HostInfo, type VmSpec } from '../hypervisor.js';
+import { DriverError, assertSafeName, type HostInfo } from '../hypervisor.js';
+import { QEMU64_FEATURES } from '../common.js';
 
 export interface QemuDatastoreConfig {
   id: string;
@@ -67,10 +68,6 @@ export interface HostConfig {
   migrationWaitMs: number;
 }
 
-const QEMU64_FEATURES = [
-  'fpu', 'tsc', 'pae', 'cx8', 'apic', 'sep', 'cmov', 'clflush', 'mmx', 'fxsr',
-  'sse', 'sse2', 'pni', 'cx16', 'lm', 'syscall', 'nx', 'lahf_lm',
-];
 
 /** Checks the options (permanent INVALID_ARGUMENT naming the bad one) and fills in defaults. */
 export function resolveHost(options: QemuDriverOptions): HostConfig {
@@ -119,15 +116,7 @@ export function resolveHost(options: QemuDriverOptions): HostConfig {
 }
 
 /** A spec this host cannot run (CPU features, network) is refused before any process starts. */
-export function checkHostOffers(cfg: HostConfig, spec: VmSpec): void {
-  const missing = spec.cpuFeatures.filter((f) => !cfg.cpuFeatures.includes(f));
-  if (missing.length) {
-    throw new DriverError(`spec.cpuFeatures: host "${cfg.hostId}" (${cfg.cpuModel}) does not offer ${missing.join(', ')}`, 'INVALID_ARGUMENT', true);
-  }
-  if (spec.network !== undefined && !cfg.networks.includes(spec.network)) {
-    throw new DriverError(`spec.network "${spec.network}" is not present on host "${cfg.hostId}" (has ${cfg.networks.join(', ') || 'none'})`, 'INVALID_ARGUMENT', true);
-  }
-}
+export { checkHostOffers } from '../common.js';
 
 export function datastore(cfg: HostConfig, id: string): QemuDatastoreConfig {
   const ds = cfg.datastores.find((d) => d.id === id);

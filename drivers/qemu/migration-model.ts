@@ -23,7 +23,7 @@ export const HOLD_WARMUP_MS = 300;
 /** QEMU 7.2's default max-bandwidth (bytes/s) */
 export const QEMU_DEFAULT_BANDWIDTH = 128 * 1024 * 1024;
 /** QEMU 7.2's maximum downtime-limit (ms): forces the next iteration into stop-and-copy. */
-export const FORCE_DOWNTIME_MS = 2_000_000;
+export { FORCE_DOWNTIME_MS } from '../common.js';
 export const DEFAULT_DOWNTIME_MS = 300;
 
 export const IN_PROGRESS = new Set(['setup', 'active', 'pre-switchover', 'device', 'wait-unplug', 'cancelling', 'postcopy-active']);
@@ -92,17 +92,7 @@ export function migrationParamsFor(rec: MigrationRecord, params: MigrationParams
   return out;
 }
 
-export function validateMigrationParams(p: MigrationParams): void {
-  if (p.maxBandwidthBytesPerSec !== undefined && !(Number.isFinite(p.maxBandwidthBytesPerSec) && p.maxBandwidthBytesPerSec > 0)) {
-    throw new DriverError(`maxBandwidthBytesPerSec ${p.maxBandwidthBytesPerSec} must be > 0`, 'INVALID_ARGUMENT', true);
-  }
-  if (p.downtimeLimitMs !== undefined && !(Number.isInteger(p.downtimeLimitMs) && p.downtimeLimitMs >= 1 && p.downtimeLimitMs <= FORCE_DOWNTIME_MS)) {
-    throw new DriverError(`downtimeLimitMs ${p.downtimeLimitMs} must be an integer 1..${FORCE_DOWNTIME_MS}`, 'INVALID_ARGUMENT', true);
-  }
-  if (p.throttlePct !== undefined && !(Number.isFinite(p.throttlePct) && p.throttlePct >= 0 && p.throttlePct <= 99)) {
-    throw new DriverError(`throttlePct ${p.throttlePct} must be 0..99`, 'INVALID_ARGUMENT', true);
-  }
-}
+export { validateMigrationParams } from '../common.js';
 
 export function mapStats(q: QueryMigrate): MigrationStats {
   const ram = q.ram ?? {};
