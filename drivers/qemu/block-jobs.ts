@@ -9,7 +9,9 @@
 //     `blockdev-mirror`, ready, `block-job-complete` pivots the device onto it; the seed (read-only,
 //     immutable) is copied as a file; spec.json names the new paths; the workflow deletes the old files once the move is committed.
 // Jobs run with auto-dismiss off so a failed job stays visible (status concluded + error) until we
-// dismiss it. Everything a restarted agent needs is in runtime.json (`mirror`, `nbd`).
+// dismiss it. Everything a restarted agent needs is in runtime.json (`mirror`, `nbd`). Each mirror
+// names its jobs and target nodes afresh (`sm<n>-disk0`, `mig<n>-disk0`): after a pivot the old
+// target node IS the drive's node, so a VM's next mirror must not reuse its name.
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { DriverError, type DiskMirrorStats, type DiskMirrorTarget, type IncomingDiskCopy, type VmSpec } from '../hypervisor.js';
@@ -143,22 +145,47 @@ export function createBlockJobs({ cfg, store, sessions }: VmDeps) {
     return { jobs: new Map(jobs.map((j) => [j.id, j])), block: new Map(block.map((j) => [j.device, j])) };
   }
 
+  /**
+   * Job ids and target node names for a new mirror of `devices`: `<prefix><n>-<device>` with the
+   * smallest n that no job and no block node of this QEMU uses. A storage migration's pivot makes
+   * its target node the device's node for the rest of the process's life, so a fixed name
+   * (`sm-disk0`) collides with the next mirror's blockdev-add ("Duplicate nodes with node-name").
+   */
+  async function freshNames(vmId: string, prefix: string, devices: string[]): Promise<(device: string) => string> {
+    const nodes = await qmp<Array<{ 'node-name'?: string }>>(vmId, 'query-named-block-nodes', { flat: true });
+    const { jobs } = await jobsOf(vmId);
+    const used = new Set([...nodes.flatMap((n) => (n['node-name'] ? [n['node-name']] : [])), ...jobs.keys()]);
+    for (let n = 1; ; n++) {
+      const name = (device: string) => `${prefix}${n}-${device}`;
+      if (devices.every((d) => !used.has(name(d)))) return name;
+    }
+  }
+
+  /** A mirror's target as text, to tell a retry of the same start from a different one. */
+  const targetKey = (t: { kind: string; datastoreId?: string; host?: string; port?: number }) => (t.kind === 'nbd' ? `nbd://${t.host}:${t.port}` : `datastore ${t.datastoreId}`);
+  /** (records written before the nbd target was kept in them match any nbd target) */
+  const sameTarget = (rec: MirrorRecord, t: DiskMirrorTarget) => (rec.kind === 'nbd' && t.kind === 'nbd' && rec.host === undefined) || targetKey(rec) === targetKey(t);
+
   async function startDiskMirror(vmId: string, target: DiskMirrorTarget): Promise<void> {
     return store.withLock(`mirror:${vmId}`, async () => {
       const spec = await store.requireSpec(vmId);
       const rt = await store.readRuntime(vmId);
-      if (rt.mirror?.pivoted) rt.mirror = undefined; // an earlier storage migration, done
-      const { jobs } = await jobsOf(vmId);
-      if (rt.mirror && rt.mirror.jobs.every((j) => jobs.has(j.job) && !jobs.get(j.job)!.error)) return; // idempotent
-      if (rt.mirror) throw new DriverError(`vm "${vmId}" has a disk mirror that ended or failed; cancel it first`, 'INVALID_STATE', true);
+      if (rt.mirror?.pivoted || rt.mirror?.finished) rt.mirror = undefined; // an earlier mirror, done
+      if (rt.mirror) {
+        const { jobs } = await jobsOf(vmId);
+        const live = rt.mirror.jobs.length > 0 && rt.mirror.jobs.every((j) => jobs.has(j.job) && !jobs.get(j.job)!.error && !DONE.has(jobs.get(j.job)!.status));
+        if (live && sameTarget(rt.mirror, target)) return; // idempotent: a retry of this start
+        if (live) throw new DriverError(`vm "${vmId}" has a disk mirror to ${targetKey(rt.mirror)} running; cancel it before mirroring to ${targetKey(target)}`, 'INVALID_STATE', true);
+        // what an interrupted or failed start left (its record is written before the first job):
+        // cleaned up as a cancel would, then started afresh
+        await abandon(vmId, rt.mirror);
+      }
       const speed = target.speedBytesPerSec ? { speed: Math.round(target.speedBytesPerSec) } : {};
-      const rec: MirrorRecord = { kind: target.kind, jobs: [] };
       const nodes = await nodeNames(vmId);
       if (target.kind === 'nbd') {
-        for (const e of target.exports) {
-          const job = `mig-${e.device}`;
-          rec.jobs.push({ job, device: e.device, node: job });
-        }
+        const rec: MirrorRecord = { kind: 'nbd', host: target.host, port: target.port, jobs: [] };
+        const name = await freshNames(vmId, 'mig', target.exports.map((e) => e.device));
+        for (const e of target.exports) rec.jobs.push({ job: name(e.device), device: e.device, node: name(e.device) });
         await store.updateRuntime(vmId, { mirror: rec });
         for (const [i, e] of target.exports.entries()) {
           const j = rec.jobs[i]!;
@@ -169,12 +196,14 @@ export function createBlockJobs({ cfg, store, sessions }: VmDeps) {
       }
       const ds = datastore(cfg, target.datastoreId);
       await fs.mkdir(ds.path, { recursive: true });
-      rec.datastoreId = ds.id;
+      const rec: MirrorRecord = { kind: 'datastore', datastoreId: ds.id, jobs: [] };
+      const disks = drives(spec).filter((d) => !d.seed);
+      const name = await freshNames(vmId, 'sm', disks.map((d) => d.device));
       for (const d of drives(spec)) {
         const targetPath = path.join(ds.path, path.basename(d.path));
         if (path.resolve(targetPath) === path.resolve(d.path)) throw new DriverError(`vm "${vmId}" already has ${d.path} on datastore ${ds.id}`, 'INVALID_ARGUMENT', true);
         if (d.seed) rec.seed = { sourcePath: d.path, targetPath };
-        else rec.jobs.push({ job: `sm-${d.device}`, device: d.device, node: `sm-${d.device}`, targetPath, sourcePath: d.path });
+        else rec.jobs.push({ job: name(d.device), device: d.device, node: name(d.device), targetPath, sourcePath: d.path });
       }
       // recorded before any file exists, so a cancel after a crash finds what to delete
       await store.updateRuntime(vmId, { mirror: rec });
@@ -293,6 +322,28 @@ export function createBlockJobs({ cfg, store, sessions }: VmDeps) {
     });
   }
 
+  /**
+   * Jobs of `rec` cancelled (force), their target nodes removed, a storage mirror's copies
+   * deleted — never a file a drive of the VM runs on (a pivot whose record was not yet written).
+   * Caller holds the mirror lock.
+   */
+  async function abandon(vmId: string, rec: MirrorRecord): Promise<void> {
+    const alive = await qmp<QueryJob[]>(vmId, 'query-jobs').then(
+      (j) => new Map(j.map((x) => [x.id, x])),
+      () => undefined, // no QEMU: nothing left to cancel in it
+    );
+    let inUse = new Set<string>();
+    if (alive) {
+      for (const j of rec.jobs) if (alive.has(j.job) && !DONE.has(alive.get(j.job)!.status)) await tolerate(qmp(vmId, 'block-job-cancel', { device: j.job, force: true }));
+      await waitConcluded(vmId, rec, 'cancel');
+      for (const j of rec.jobs) await tolerate(qmp(vmId, 'blockdev-del', { 'node-name': j.node }));
+      inUse = new Set([...(await nodeNames(vmId)).values()].map((n) => path.resolve(n.image.filename)));
+    }
+    const partial: string[] = [...rec.jobs.flatMap((j) => (j.targetPath ? [j.targetPath] : [])), ...(rec.seed ? [rec.seed.targetPath] : [])];
+    for (const f of partial) if (!inUse.has(path.resolve(f))) await fs.rm(f, { force: true });
+    await store.updateRuntime(vmId, { mirror: undefined });
+  }
+
   /** Abort: jobs cancelled (force), target nodes removed, a storage mirror's copies deleted. Idempotent. */
   async function cancelDiskMirror(vmId: string): Promise<void> {
     return store.withLock(`mirror:${vmId}`, async () => {
@@ -300,18 +351,7 @@ export function createBlockJobs({ cfg, store, sessions }: VmDeps) {
       const rec = (await store.readRuntime(vmId)).mirror;
       if (!rec) return;
       if (rec.pivoted) return; // the VM runs on its new disks: nothing to cancel, nothing partial
-      const alive = await qmp<QueryJob[]>(vmId, 'query-jobs').then(
-        (j) => new Map(j.map((x) => [x.id, x])),
-        () => undefined, // no QEMU: nothing left to cancel in it
-      );
-      if (alive) {
-        for (const j of rec.jobs) if (alive.has(j.job) && !DONE.has(alive.get(j.job)!.status)) await tolerate(qmp(vmId, 'block-job-cancel', { device: j.job, force: true }));
-        await waitConcluded(vmId, rec, 'cancel');
-        for (const j of rec.jobs) await tolerate(qmp(vmId, 'blockdev-del', { 'node-name': j.node }));
-      }
-      const partial: string[] = [...rec.jobs.flatMap((j) => (j.targetPath ? [j.targetPath] : [])), ...(rec.seed ? [rec.seed.targetPath] : [])];
-      for (const f of partial) await fs.rm(f, { force: true });
-      await store.updateRuntime(vmId, { mirror: undefined });
+      await abandon(vmId, rec);
     });
   }
 

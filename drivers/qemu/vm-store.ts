@@ -65,6 +65,9 @@ export interface MirrorRecord {
   kind: 'nbd' | 'datastore';
   jobs: MirrorJobRecord[];
   datastoreId?: string;
+  /** nbd: the destination's export server */
+  host?: string;
+  port?: number;
   /** the seed is copied as a file (immutable) for datastore mirrors */
   seed?: { sourcePath: string; targetPath: string };
   /** nbd: the jobs were cancelled in sync at switchover (the target holds a consistent copy) */

@@ -37,8 +37,8 @@ describe('live storage migration on real QEMU', { skip: qemuSkipReason }, () => 
     return { vmId, r: out.value, other: other.id };
   }
 
-  const start = (input: StorageMigrateInput): Promise<WorkflowHandle> =>
-    f.client.workflow.start('storageMigrate', { taskQueue: controlQueue(f.prefix), workflowId: `${workflowIds.migrate(input.vmId)}-${f.prefix}-${n}`, args: [input] });
+  const start = (input: StorageMigrateInput, run = 1): Promise<WorkflowHandle> =>
+    f.client.workflow.start('storageMigrate', { taskQueue: controlQueue(f.prefix), workflowId: `${workflowIds.migrate(input.vmId)}-${f.prefix}-${n}-${run}`, args: [input] });
 
   async function reference(vmId: string, len: string): Promise<string> {
     await f.driver('qa').hmp(vmId, `qemu-io disk0 "write -P 0xcd 32M ${len}"`);
@@ -89,6 +89,63 @@ describe('live storage migration on real QEMU', { skip: qemuSkipReason }, () => 
       await waitFor('the guest still counting', async () => (await f.heartbeat('qa', vmId)) > before);
       // a restart of the VM uses the new paths (spec.json follows the pivot)
       assert.deepEqual((await f.driver('qa').vmStatus(vmId))!.spec.disks, vm.diskPaths);
+    } finally {
+      await f.destroyEverywhere(vmId);
+    }
+  });
+
+  test('a second storage migration of the same VM: there and back again, guest data intact, counting', async () => {
+    const { vmId, r, other } = await provision();
+    try {
+      const ref = await reference(vmId, '16M');
+      const there = await outcome<MigrationResult>(await start({ vmId, targetDatastoreId: other }, 1));
+      assert.ok(there.ok, !there.ok ? there.message : '');
+      const mid = await f.db.em().fork().findOneOrFail(Vm, { id: vmId });
+      assert.equal(mid.datastoreId, other);
+      // the way back: the VM now runs on the first mirror's target nodes
+      const back = await outcome<MigrationResult>(await start({ vmId, targetDatastoreId: r.datastoreId }, 2));
+      assert.ok(back.ok, !back.ok ? back.message : '');
+      const vm = await f.db.em().fork().findOneOrFail(Vm, { id: vmId });
+      assert.deepEqual([vm.datastoreId, vm.state], [r.datastoreId, 'running']);
+      assert.ok(vm.diskPaths.every((p) => path.dirname(p) === dsPath(r.datastoreId)), vm.diskPaths.join(', '));
+      assert.equal(path.dirname(vm.seedPath ?? ''), dsPath(r.datastoreId));
+      const info = await f.driver('qa').qmp<Array<{ device: string; inserted?: { image: { filename: string } } }>>(vmId, 'query-block');
+      assert.equal(info.find((b) => b.device === 'disk0')?.inserted?.image.filename, vm.diskPaths[0], 'QEMU runs on the file it came back to');
+      const cmp = await execa('qemu-img', ['compare', '-U', vm.diskPaths[0]!, ref], { reject: false });
+      assert.equal(cmp.exitCode, 0, cmp.stdout + cmp.stderr);
+      assert.deepEqual(await filesOf(other, vmId), [], 'nothing left on the intermediate datastore');
+      assert.deepEqual(await f.driver('qa').qmp(vmId, 'query-block-jobs'), []);
+      const hb = await f.heartbeat('qa', vmId);
+      await waitFor('the guest still counting', async () => (await f.heartbeat('qa', vmId)) > hb);
+      // and once more (a third mirror on the same QEMU): node and job names never collide
+      const again = await outcome<MigrationResult>(await start({ vmId, targetDatastoreId: other }, 3));
+      assert.ok(again.ok, !again.ok ? again.message : '');
+      const cmp2 = await execa('qemu-img', ['compare', '-U', (await f.db.em().fork().findOneOrFail(Vm, { id: vmId })).diskPaths[0]!, ref], { reject: false });
+      assert.equal(cmp2.exitCode, 0, cmp2.stdout + cmp2.stderr);
+    } finally {
+      await f.destroyEverywhere(vmId);
+    }
+  });
+
+  test('a start interrupted after it recorded its mirror (jobs never created, a stray copy) is cleaned up and run afresh', async () => {
+    const { vmId, r, other } = await provision();
+    try {
+      const ref = await reference(vmId, '8M');
+      // the state a start leaves when it dies (or QEMU refuses a command) between writing its
+      // record and starting the jobs: a record naming jobs QEMU does not have, a file on the target
+      const stray = path.join(dsPath(other), path.basename(r.diskPaths[0]!));
+      await fs.mkdir(dsPath(other), { recursive: true });
+      await fs.writeFile(stray, 'not a qcow2');
+      const rtFile = path.join(f.vmFolder('qa', vmId), 'runtime.json');
+      const rt = JSON.parse(await fs.readFile(rtFile, 'utf8'));
+      rt.mirror = { kind: 'datastore', datastoreId: other, jobs: [{ job: 'sm1-disk0', device: 'disk0', node: 'sm1-disk0', targetPath: stray, sourcePath: r.diskPaths[0] }] };
+      await fs.writeFile(rtFile, JSON.stringify(rt));
+      const out = await outcome<MigrationResult>(await start({ vmId, targetDatastoreId: other }));
+      assert.ok(out.ok, !out.ok ? out.message : '');
+      const vm = await f.db.em().fork().findOneOrFail(Vm, { id: vmId });
+      assert.equal(vm.datastoreId, other);
+      const cmp = await execa('qemu-img', ['compare', '-U', vm.diskPaths[0]!, ref], { reject: false });
+      assert.equal(cmp.exitCode, 0, cmp.stdout + cmp.stderr);
     } finally {
       await f.destroyEverywhere(vmId);
     }
