@@ -3,3 +3,4 @@ export { type LibvirtDriverOptions, type LibvirtDatastoreConfig, checkConnectUri
 export { buildDomainXml, parseDomainXml, parsePoolXml, parseVolXml, buildDirPoolXml, domainUuid, FERRY_NS } from './domain-xml.js';
 export { parseDomState, mapDomState, parseJobInfo, jobToStats, parseNodeInfo, parseBlockJob, classifyVirshError, virshErrorMessage } from './parse.js';
 export { migrateArgs, bandwidthMiB } from './migration.js';
+export { createVirsh, type Virsh } from './virsh.js';

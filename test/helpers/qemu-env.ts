@@ -1,24 +1,16 @@
 // Shared plumbing for the real-QEMU tests: skip reason when QEMU is absent, unique temp state
 // folders, and the lab's sweeper (workers/lab/procs.ts) that SIGKILLs every process whose command
 // line mentions a test folder (daemonized QEMUs are not our children, nothing else reaps them).
-import { execFileSync } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
+import { runs } from '../../workers/lab/procs.js';
+
 export { pidsMentioning, sweep } from '../../workers/lab/procs.js';
 
-function has(bin: string): boolean {
-  try {
-    execFileSync(bin, ['--version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** The only reason the qemu tier may skip: the binaries are not installed. */
-export const qemuSkipReason: string | false = has('qemu-system-x86_64') && has('qemu-img')
+export const qemuSkipReason: string | false = runs('qemu-system-x86_64') && runs('qemu-img')
   ? false
   : 'qemu-system-x86_64 / qemu-img not installed (apt-get install qemu-system-x86 qemu-utils)';
 if (qemuSkipReason) console.log(`# SKIP qemu tests: ${qemuSkipReason}`);

@@ -11,11 +11,12 @@
 //
 //   npx tsx workers/lab/libvirt-lab.ts up     starts the lab (prints the hosts as JSON)
 //   npx tsx workers/lab/libvirt-lab.ts down   stops everything and removes it
-import { execFileSync } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
+import { createVirsh } from '../../drivers/libvirt/index.js';
+import { killAndWait, readPid, runs } from './procs.js';
 import { guardRouteInstalled, inNamespace, namespacesAvailable, setupLabNetwork, teardownLabNetwork } from './netns.js';
 
 export const LIBVIRT_APT_PACKAGES = ['libvirt-daemon-system', 'libvirt-clients', 'libvirt-daemon-driver-qemu', 'qemu-system-x86', 'qemu-utils'];
@@ -56,17 +57,8 @@ export interface LibvirtLab {
   stop(): Promise<void>;
 }
 
-function has(bin: string, args: string[] = ['--version']): boolean {
-  try {
-    execFileSync(bin, args, { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 function installed(): boolean {
-  return has('virsh') && has('/usr/sbin/libvirtd') && has('/usr/sbin/virtlogd') && has('qemu-system-x86_64') && has('qemu-img');
+  return runs('virsh') && runs('/usr/sbin/libvirtd') && runs('/usr/sbin/virtlogd') && runs('qemu-system-x86_64') && runs('qemu-img');
 }
 
 /**
@@ -77,7 +69,7 @@ export async function ensureLibvirt(): Promise<{ ok: true } | { ok: false; reaso
   const ns = namespacesAvailable();
   if (!ns.ok) return { ok: false, reason: `network namespaces unavailable: ${ns.reason}` };
   if (installed()) return { ok: true };
-  if (!has('apt-get', ['--version'])) return { ok: false, reason: 'libvirt is not installed and apt-get is not available' };
+  if (!runs('apt-get', ['--version'])) return { ok: false, reason: 'libvirt is not installed and apt-get is not available' };
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
   const upd = await execa('apt-get', ['update', '-qq'], { reject: false, env });
   const r = await execa('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...LIBVIRT_APT_PACKAGES], { reject: false, env });
@@ -94,11 +86,8 @@ function hostUuidOf(i: number): string {
   return `f0000000-0000-4000-8000-${String(i).padStart(12, '0')}`;
 }
 
-async function virsh(uri: string, args: string[]): Promise<string> {
-  const r = await execa('virsh', ['-q', '-c', uri, ...args], { reject: false, env: { LC_ALL: 'C' }, timeout: 60_000 });
-  if (r.exitCode !== 0) throw new Error(`virsh ${args.join(' ')} on ${uri}: ${String(r.stderr).trim()}`);
-  return String(r.stdout);
-}
+/** virsh on one lab daemon, through the driver's own runner (argument arrays, errors as DriverError). */
+const virsh = (uri: string, args: string[]): Promise<string> => createVirsh(uri).run(args);
 
 async function prepHost(h: LibvirtLabHost): Promise<void> {
   await fs.rm(h.dir, { recursive: true, force: true });
@@ -161,29 +150,6 @@ async function ensurePool(h: LibvirtLabHost, name: string, target: string): Prom
   if (!have.includes(name)) await virsh(h.uri, ['pool-define-as', name, 'dir', '--target', target]);
   const info = await virsh(h.uri, ['pool-info', name]);
   if (!/^State:\s+running$/m.test(info)) await virsh(h.uri, ['pool-start', name]);
-}
-
-async function readPid(file: string): Promise<number | undefined> {
-  const t = await fs.readFile(file, 'utf8').catch(() => '');
-  return /^\d+$/.test(t.trim()) ? Number(t.trim()) : undefined;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function killAndWait(pid: number, what: string): Promise<void> {
-  if (!alive(pid)) return;
-  process.kill(pid, 'SIGTERM');
-  for (let i = 0; i < 100 && alive(pid); i++) await new Promise((r) => setTimeout(r, 50));
-  if (alive(pid)) process.kill(pid, 'SIGKILL');
-  for (let i = 0; i < 100 && alive(pid); i++) await new Promise((r) => setTimeout(r, 20));
-  if (alive(pid)) throw new Error(`${what} (pid ${pid}) does not exit`);
 }
 
 /** Every domain destroyed and undefined, then the QEMUs (pid files), libvirtd and virtlogd stopped. */

@@ -16,12 +16,11 @@
 //   FERRY_QEMU_BINARY     the qemu-system binary (qemu-img is looked up next to it) default qemu-system-x86_64
 //   FERRY_LAB_SUBNET, FERRY_LAB_NETNS_PREFIX  the namespaces' subnet and names   default 10.251.0.0/24, ferrylab
 //                         (a second lab on the same machine, e.g. a test's, needs its own)
-import { execFileSync } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { ConfigError, type FerryConfig } from '../../config/index.js';
 import type { Db } from '../../db/orm.js';
-import { Vm } from '../../db/entities.js';
+import { Template, Vm } from '../../db/entities.js';
 import * as capacity from '../../db/repositories/capacity.js';
 import * as ipam from '../../db/repositories/ipam.js';
 import { createQemuDriver, type QemuDatastoreConfig } from '../../drivers/qemu/index.js';
@@ -29,17 +28,23 @@ import { seedCluster, type ClusterSpec } from '../cluster-spec.js';
 import { buildGuest } from './guest-images.js';
 import { buildLinuxGuest } from './linux-guest.js';
 import { labNamespaces, namespacesAvailable, parseSubnet, setupLabNetwork, teardownLabNetwork } from './netns.js';
-import { pidsMentioning } from './procs.js';
+import { alive, pidsMentioning, runs } from './procs.js';
 
 const MiB = 1024 ** 2;
 export const LAB_PREFIX = 'ferrylab';
 export const LAB_SUBNET = '10.251.0.0/24';
 export const LAB_NETWORK = 'lab-net';
 export const MAX_LAB_HOSTS = 16;
-/** the fast default template: the boot-sector guest that dirties 16 MiB and prints '.' */
+/** the fast default template of the qemu tests: the boot-sector guest that dirties 16 MiB and prints '.' */
 export const DIRTY_TEMPLATE = 'tpl-dirty';
-/** the real Linux guest (workers/lab/linux-guest.ts), when its Debian packages can be fetched */
-export const LINUX_TEMPLATE = 'tpl-linux';
+/**
+ * The real Linux guest (workers/lab/linux-guest.ts: Debian 12's cloud kernel and busybox, from
+ * Debian's packages), when they can be fetched. It has the id and name of the simulator demo's
+ * Debian template (workers/cluster-spec.ts demoCluster), so the README's "Try it" runs unchanged
+ * on both drivers.
+ */
+export const LINUX_TEMPLATE = 'tpl-debian-12';
+export const LINUX_TEMPLATE_NAME = 'debian-12';
 
 export interface LabConfig {
   root: string;
@@ -75,15 +80,6 @@ export interface LabPlan {
   hosts: LabHost[];
   qemuBinary: string;
   qemuImgBinary: string;
-}
-
-function runs(bin: string): boolean {
-  try {
-    execFileSync(bin, ['--version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Reads the lab settings; a bad one throws a ConfigError naming it (one line). */
@@ -165,7 +161,7 @@ export function describeLab(plan: LabPlan): string[] {
       : `  lab         ${plan.hosts.length} qemu hosts on loopback 127.0.0.1 (no namespaces: ${plan.reason})`,
   ];
   for (const h of plan.hosts) lines.push(`    ${h.id}  ${h.netns ? `netns ${h.netns} ${h.migrationAddress}` : h.migrationAddress}  ports ${h.portRange.join('-')}  state ${h.stateDir}`);
-  lines.push(`    datastores ${plan.shared.id} (shared) + local-<host>; network ${LAB_NETWORK}; templates ${DIRTY_TEMPLATE} (default), ${LINUX_TEMPLATE}`);
+  lines.push(`    datastores ${plan.shared.id} (shared) + local-<host>; network ${LAB_NETWORK}; templates ${LINUX_TEMPLATE_NAME} (real Linux), ${DIRTY_TEMPLATE} (boot sector)`);
   return lines;
 }
 
@@ -226,7 +222,7 @@ export async function prepareLab(plan: LabPlan, db: Db, log: (l: string) => void
   // the real Linux guest needs Debian's packages (apt-get download, cached in tools/): without
   // them the lab still runs, with the boot-sector template only
   const linux = await buildLinuxGuest(plan.toolsDir, log).catch((e: Error) => {
-    log(`ferry: no ${LINUX_TEMPLATE} template (${e.message.split('\n')[0]})`);
+    log(`ferry: no ${LINUX_TEMPLATE_NAME} template (${e.message.split('\n')[0]})`);
     return undefined;
   });
   const infos = [];
@@ -246,8 +242,8 @@ export async function prepareLab(plan: LabPlan, db: Db, log: (l: string) => void
       ...(linux
         ? [{
             id: LINUX_TEMPLATE,
-            name: 'linux-nocloud',
-            os: `Linux: Debian's ${linux.kernelVersion} kernel + busybox; ferry's own init reads the cloud-init NoCloud files (not cloud-init) and applies hostname, address, gateway, SSH keys`,
+            name: LINUX_TEMPLATE_NAME,
+            os: `Linux: Debian's ${linux.kernelVersion} kernel + busybox; ferry's own init reads the cloud-init NoCloud files (not cloud-init) and applies hostname, address, gateway, SSH keys, then dirties 16 MiB and prints "tick N" every second`,
             datastoreIds: datastores.map((d) => d.id),
             diskGiB: 1,
             minMemoryMiB: 128,
@@ -259,21 +255,20 @@ export async function prepareLab(plan: LabPlan, db: Db, log: (l: string) => void
     networks: [{ id: 'net-lab', name: LAB_NETWORK, cidr: '10.20.0.0/24', gateway: '10.20.0.1', dns: ['10.20.0.2'], rangeStart: '10.20.0.10', rangeEnd: '10.20.0.200', hostIds: ids }],
   };
   await seedCluster(db, undefined, spec);
+  // seeding keeps rows that exist: a template rebuilt since (a new kernel, a changed init) points
+  // at its new image from now on (VMs already made keep their own backing file)
+  const em = db.em();
+  for (const t of spec.templates) {
+    const row = await em.findOne(Template, { id: t.id });
+    if (row && t.imagePath && (row.imagePath !== t.imagePath || row.os !== t.os)) Object.assign(row, { imagePath: t.imagePath, os: t.os });
+  }
+  await em.flush();
 }
 
 /** Clears the owner mark of lab.json (npm start stopped; the VMs keep running). */
 export async function releaseLab(root: string): Promise<void> {
   const rec = await readLabRecord(root);
   if (rec) await fs.writeFile(recordPath(root), JSON.stringify({ ...rec, ownerPid: undefined }, null, 2));
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /**
