@@ -3,7 +3,8 @@
 // (`migrate-<vmId>`), abandoned on parent close like live children (a migration always runs to
 // its own end). Histories recorded before this existed reported such a move as left: the patch
 // keeps them replaying.
-import { ParentClosePolicy, patched, startChild, type ChildWorkflowHandle } from '@temporalio/workflow';
+import { ParentClosePolicy, startChild, type ChildWorkflowHandle } from '@temporalio/workflow';
+import { isPatched } from './lib/patches.js';
 import { coldMigrate } from './cold-migrate.js';
 import type { liveMigrate } from './live-migrate.js';
 
@@ -11,7 +12,7 @@ export const COLD_CHILD_PATCH = 'fleet-cold-migrate-child';
 
 /** True when this run starts cold children (new runs); false while replaying an older history. */
 export function coldChildrenEnabled(): boolean {
-  return patched(COLD_CHILD_PATCH);
+  return isPatched(COLD_CHILD_PATCH);
 }
 
 export async function startColdChild(workflowId: string, vmId: string, targetHostId: string, principal?: string): Promise<ChildWorkflowHandle<typeof liveMigrate>> {

@@ -1,6 +1,7 @@
 // VM lifecycle (start, stop, reboot, delete) and CreateTemplateFromVm: each keeps inventory and
 // hypervisor agreeing. Deleting releases disk, IP and capacity, in that order, each idempotent.
-import { ApplicationFailure, patched, setHandler, defineQuery, upsertSearchAttributes } from '@temporalio/workflow';
+import { ApplicationFailure, setHandler, defineQuery, upsertSearchAttributes } from '@temporalio/workflow';
+import { isPatched } from './lib/patches.js';
 import { SA, type CreateTemplateInput, type LifecycleInput } from './definitions.js';
 import { bootProfile, diskProfile, hostQuickProfile } from './profiles.js';
 import { workflowContext } from './context.js';
@@ -83,7 +84,7 @@ export async function createTemplateFromVm(input: CreateTemplateInput): Promise<
     // A refusal (unknown VM, wrong state, no disk) closes the audit record like any other
     // failure; it used to leave the Operation 'running' forever. Behind a patch: a history
     // recorded before this change failed right here, without a finishOperation.
-    if (!patched('template-refusal-closes-operation')) throw err;
+    if (!isPatched('template-refusal-closes-operation')) throw err;
     await ctl.finishOperation({ id: operationId, state: 'failed', error: describeFailure(err) });
     throw ApplicationFailure.create({ type: 'TemplateFailed', message: `template ${input.name} from ${input.vmId} failed: ${describeFailure(err)}`, nonRetryable: true });
   }

@@ -12,12 +12,13 @@ import {
   CancellationScope,
   condition,
   isCancellation,
-  patched,
   setCurrentDetails,
   setHandler,
   sleep,
   upsertSearchAttributes,
+  workflowInfo,
 } from '@temporalio/workflow';
+import type { SearchAttributeUpdatePair } from '@temporalio/common';
 import type { MigrationStats } from '../domain/hypervisor.js';
 import {
   MIGRATION_STAGES,
@@ -33,6 +34,7 @@ import {
 } from './definitions.js';
 import { activationProfile, compensationProfile, hostQuickProfile, watchProfile } from './profiles.js';
 import { Saga } from './lib/saga.js';
+import { isPatched, sinceEpoch } from './lib/patches.js';
 import { diskProgress, mirrorUntilInSync } from './disk-mirror.js';
 import { workflowContext } from './context.js';
 import { migrationDetails } from './lib/current-details.js';
@@ -174,7 +176,7 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
     progress.stage = stage;
     if (idx >= 0) progress.stageIndex = idx;
     publish();
-    upsertSearchAttributes([{ key: SA.Stage, value: idx >= 0 ? `${idx}-${stage}` : stage }]);
+    upsertSearchAttributes([...carriedAttributes.splice(0), { key: SA.Stage, value: idx >= 0 ? `${idx}-${stage}` : stage }]);
     await writeAudit({ id: operationId, stage, details: { stageTimingsMs: progress.stageTimingsMs } });
   }
 
@@ -197,10 +199,22 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
     publish();
   }
 
-  upsertSearchAttributes([
+  // Since the patch epoch a search attribute the run was started with (the API sets VmId,
+  // MigrationKind, SourceHost and TargetHost at start) is not upserted again, and the first ones
+  // travel with stage 0's Stage upsert: two or three history events fewer, same visibility.
+  const fewerUpserts = sinceEpoch();
+  const carriedAttributes: SearchAttributeUpdatePair[] = [];
+  const unset = (pairs: SearchAttributeUpdatePair[]) => pairs.filter((p) => workflowInfo().typedSearchAttributes.get(p.key) !== p.value);
+  const upsertMissing = (pairs: SearchAttributeUpdatePair[]) => {
+    const missing = fewerUpserts ? unset(pairs) : pairs;
+    if (missing.length) upsertSearchAttributes(missing);
+  };
+  const startAttributes: SearchAttributeUpdatePair[] = [
     { key: SA.VmId, value: input.vmId },
     { key: SA.MigrationKind, value: 'live' },
-  ]);
+  ];
+  if (fewerUpserts) carriedAttributes.push(...unset(startAttributes));
+  else upsertSearchAttributes(startAttributes);
   await ctl.beginOperation({ id: operationId, workflowId: info.workflowId, runId: info.runId, kind: 'migration', subkind: 'live', vmId: input.vmId, details: { policy: policy.name, policyKnobs: policy, ...(input.auto ? { auto: input.auto } : {}) }, ...(input.principal ? { principal: input.principal } : {}) });
 
   // compensations retry 3 times on top of their activity's own retry policy, 1 s, 2 s apart
@@ -213,7 +227,7 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
     sourceHost = plan.sourceHostId;
     progress.sourceHostId = plan.sourceHostId;
     progress.targetHostId = plan.targetHostId;
-    upsertSearchAttributes([
+    upsertMissing([
       { key: SA.SourceHost, value: plan.sourceHostId },
       { key: SA.TargetHost, value: plan.targetHostId },
     ]);
@@ -227,7 +241,7 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
     // Since this patch the source check runs while stage 1 reserves B and starts its container
     // (one dispatch and a QEMU start overlapped); a VM found not running still ends `failed`
     // (refused), after the saga undid stage 1. Before it, the check came first.
-    const overlapCheck = patched('source-check-overlaps-reservation');
+    const overlapCheck = isPatched('source-check-overlaps-reservation');
     if (!overlapCheck) {
       const refusal = notRunning(await A.vmStatus({ vmId: input.vmId }));
       if (refusal) throw refusal;
@@ -298,7 +312,7 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
     const start = { vmId: input.vmId, uri, params, ...(plan.copyDisks ? { copyDisks: true } : {}) };
     // since this patch the start also watches the first window (heartbeating, so under the watch
     // profile) and returns its sample: a small guest often converges inside it
-    let firstSample = patched('precopy-start-watches') ? ((await Awatch.startPrecopy({ ...start, watchWindowMs: WATCH_WINDOW_MS })) ?? undefined) : void (await A.startPrecopy(start));
+    let firstSample = isPatched('precopy-start-watches') ? ((await Awatch.startPrecopy({ ...start, watchWindowMs: WATCH_WINDOW_MS })) ?? undefined) : void (await A.startPrecopy(start));
     migrationStarted = true;
     ctrl = initialControllerState(policy, plan.memoryBytes);
     progress.progress.downtimeLimitMs = ctrl.downtimeMs;
@@ -327,7 +341,7 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
       // and must replay so; asked only where the two behaviours differ.
       if (d.actions.some((a) => a.kind === 'set-downtime')) {
         const before = decide(ctrl, sample, { ceilingInForce: false });
-        if (JSON.stringify(before.actions) !== JSON.stringify(d.actions) && !patched('controller-ceiling-in-force')) d = before;
+        if (JSON.stringify(before.actions) !== JSON.stringify(d.actions) && !isPatched('controller-ceiling-in-force')) d = before;
       }
       ctrl = d.state;
       progress.progress.percent = d.progress.percent;
@@ -433,7 +447,7 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
     // decisions. Decided here, synchronously at the first step of the rollback, so the order in
     // which the task's jobs arrive cannot change it. Patched: histories recorded before it rolled
     // back under the controller's reason and must replay so.
-    if (!cancelled && cancelReason !== undefined && patched('cancel-wins-over-abort')) {
+    if (!cancelled && cancelReason !== undefined && isPatched('cancel-wins-over-abort')) {
       decisionLog('superseded-by-cancel', reason);
       cancelled = true;
       reason = cancelReason;

@@ -14,7 +14,7 @@ import { writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { WorkflowHandle } from '@temporalio/client';
-import { controlQueue, workflowIds, type ColdMigrateInput, type LifecycleInput } from '../../workflows/definitions.js';
+import { controlQueue, SA, workflowIds, type ColdMigrateInput, type LifecycleInput, type LiveMigrateInput } from '../../workflows/definitions.js';
 import { historyToJSON } from './history-json.js';
 import { outcome, smallCluster, startTestFerry, stopOwnTemporal, type TestFerry } from '../helpers/ferry.js';
 
@@ -70,6 +70,28 @@ export const SCENARIOS: Scenario[] = [
     // control steps as local activities, the first pre-copy window watched by startPrecopy
     run: async (f) =>
       f.migrate({ vmId: await provisionRunning(f, 'rec-mig2', 4000), targetHostId: 'h2', policy: 'minimal-downtime', overrides: { maxRounds: 8, throttleStepSec: 0.5 } }),
+  },
+  {
+    name: 'migrate-ok-epoch',
+    ok: true,
+    // the same run recorded after the patch epoch (workflows/lib/patches.ts: one marker for
+    // every earlier patch) and started as the API starts it, with its search attributes, which
+    // the workflow then does not upsert again
+    run: async (f) => {
+      const vmId = await provisionRunning(f, 'rec-mig3', 4000);
+      const input: LiveMigrateInput = { vmId, targetHostId: 'h2', policy: 'minimal-downtime', overrides: { maxRounds: 8, throttleStepSec: 0.5 } };
+      return f.client.workflow.start('liveMigrate', {
+        taskQueue: controlQueue(f.prefix),
+        workflowId: `${workflowIds.migrate(vmId)}-${f.prefix}`,
+        args: [input],
+        typedSearchAttributes: [
+          { key: SA.VmId, value: vmId },
+          { key: SA.MigrationKind, value: 'live' },
+          { key: SA.SourceHost, value: 'h1' },
+          { key: SA.TargetHost, value: 'h2' },
+        ],
+      });
+    },
   },
   {
     name: 'migrate-rolled-back',

@@ -49,6 +49,12 @@ const EXPECTED: Record<string, { workflowType: string; ended: 'COMPLETED' | 'FAI
     // commitMigration and the other control steps are local activities (markers, not tasks)
     activities: ['vmStatus', 'startDestinationContainer', 'startPrecopy', 'setMigrationParams', 'stopAndCopy', 'confirmDestinationImage', 'activateOnTarget', 'cleanupSource'],
   },
+  'migrate-ok-epoch': {
+    workflowType: 'liveMigrate',
+    ended: 'COMPLETED',
+    // as migrate-ok-fewer-tasks, with one patch marker and no upsert of the start's search attributes
+    activities: ['vmStatus', 'startDestinationContainer', 'startPrecopy', 'setMigrationParams', 'stopAndCopy', 'confirmDestinationImage', 'activateOnTarget', 'cleanupSource'],
+  },
   'migrate-rolled-back': {
     workflowType: 'liveMigrate',
     ended: 'FAILED',

@@ -1,6 +1,7 @@
 // Routing a workflow's calls by a patch: the new path once the patch is recorded, the old one
 // when an older history replays.
-import { patched, type ActivityOptions } from '@temporalio/workflow';
+import type { ActivityOptions } from '@temporalio/workflow';
+import { isPatched } from './patches.js';
 
 /**
  * A proxy whose every call goes to `whenPatched` when the workflow has recorded (or now records)
@@ -10,7 +11,7 @@ export function byPatch<T extends object>(patchId: string, whenPatched: T, befor
   return new Proxy(whenPatched, {
     get(target, name) {
       if (typeof name !== 'string') return (target as Record<string | symbol, unknown>)[name];
-      const pick = (): Record<string, unknown> => (patched(patchId) ? whenPatched : before) as Record<string, unknown>;
+      const pick = (): Record<string, unknown> => (isPatched(patchId) ? whenPatched : before) as Record<string, unknown>;
       const call = (...args: unknown[]) => (pick()[name] as (...a: unknown[]) => unknown)(...args);
       call.executeWithOptions = (o: ActivityOptions, args: unknown[]) =>
         (pick()[name] as { executeWithOptions: (o: ActivityOptions, a: unknown[]) => unknown }).executeWithOptions(o, args);
