@@ -11,7 +11,12 @@ export interface ConsoleTail {
   /** the host whose console log this is (the VM's host when the read ran) */
   hostId: string;
   lines: string[];
-  /** bytes the guest has written to this host's console log so far (a follower prints what grew) */
+  /**
+   * how much the guest has written to this host's console log so far, counted as the lines show
+   * it: UTF-8 bytes of the whole log's lines joined by "\n" (carriage returns and the final
+   * newline not counted). A follower prints the last (size - its last size) bytes of the joined
+   * lines, which is exactly what the guest wrote since, half lines included.
+   */
   size: number;
   /** true when the log holds more than the lines returned */
   truncated: boolean;

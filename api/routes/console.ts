@@ -22,7 +22,7 @@ const ConsoleSchema = z.object({
   vmId: z.string(),
   hostId: z.string(),
   lines: z.array(z.string()),
-  size: z.number().describe("bytes in this host's console log so far"),
+  size: z.number().describe("bytes of this host's console log so far, as its lines joined by newlines (no carriage returns, no final newline): a follower prints the last size-growth bytes of the joined lines"),
   truncated: z.boolean(),
 });
 

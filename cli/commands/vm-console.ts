@@ -24,28 +24,33 @@ export const vmConsoleCommands: Command[] = [
       const tail = intInRange('tail', flag(c, 'tail'), 1, TAIL_MAX) ?? 100;
       let last = await read(c, id, tail);
       if (c.json && !c.opts.follow) return printJson(c, last);
-      for (const l of last.lines) c.out(l);
-      if (!c.opts.follow) return 0;
+      if (!c.opts.follow) {
+        for (const l of last.lines) c.out(l);
+        return 0;
+      }
       const sleep = c.io.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
-      // the log's bytes are printed as they come (a guest may write half a line); a marker line
-      // first ends the half line
+      // Following, what is printed is the log's lines joined by newlines: the newline after the
+      // last line comes with what the guest writes next (the API's lines drop a log's final
+      // newline, its size counts it), and the bytes that grew are the end of the joined lines.
+      // A guest may write half a line; a marker line first ends it.
       let atLineStart = true;
       const write = (s: string) => {
         if (!s) return;
         c.io.stdout.write(s);
         atLineStart = s.endsWith('\n');
       };
+      write(last.lines.join('\n'));
       for (;;) {
         await sleep(1000);
         const now = await read(c, id, tail);
         if (now.hostId !== last.hostId) {
           write(`${atLineStart ? '' : '\n'}--- ${id}: console now on ${now.hostId} (was ${last.hostId}) ---\n`);
-          for (const l of now.lines) write(`${l}\n`);
+          write(now.lines.join('\n'));
         } else if (now.size > last.size) {
-          // what grew since the last read: the end of the tail, as many bytes as the log grew
           const text = Buffer.from(now.lines.join('\n'));
           const grown = now.size - last.size;
-          write(grown < text.length ? text.subarray(text.length - grown).toString() : `${text.toString()}\n`);
+          // more grew than the tail holds: a newline ends what was printed, then the whole tail
+          write(grown <= text.length ? text.subarray(text.length - grown).toString() : `${atLineStart ? '' : '\n'}${text.toString()}`);
         }
         last = now;
       }

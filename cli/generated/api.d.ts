@@ -4330,7 +4330,7 @@ export interface paths {
                         "application/json": {
                             hostId: string;
                             lines: string[];
-                            /** @description bytes in this host's console log so far */
+                            /** @description bytes of this host's console log so far, as its lines joined by newlines (no carriage returns, no final newline): a follower prints the last size-growth bytes of the joined lines */
                             size: number;
                             truncated: boolean;
                             vmId: string;

@@ -117,7 +117,8 @@ export class SimDriver implements HypervisorDriver {
       '',
     ].join('\n');
     const { lines, truncated } = lastLines(text, tail);
-    return { vmId, hostId: this.hostId, lines, size: Buffer.byteLength(text), truncated };
+    // size as the lines show the log (domain/console.ts): without its final newline
+    return { vmId, hostId: this.hostId, lines, size: Buffer.byteLength(text) - 1, truncated };
   }
 
   // ------------------------------------------------------------------ live migration (migration-ops.ts)

@@ -1,17 +1,21 @@
 // The QEMU lab as a user runs it: `FERRY_DRIVER=qemu npm start` (scripts/start.ts, a child
-// process) prints the lab's hosts; POST /v1/vms from the dirtying template, a live migration on
-// real QEMU processes, the guest's console heartbeat ('.' per 256 passes over its 16 MiB)
-// continues on the target; Ctrl-C leaves the VM running and a second start re-attaches (a
-// migration back needs the target agent's QMP); `npm run lab:down` leaves no QEMU process,
-// namespace, guard route or lab file. Bad lab settings stop with one line naming the setting.
+// process) prints the lab's hosts; then the README's "Try it" block, read from README.md and run
+// as written (its curl bodies and paths, its `ferry vms console --follow` and `ferry migrations
+// show --watch`): POST /v1/vms from the debian-12 template (the real Linux guest, which rewrites
+// 16 MiB and prints `tick N`), a live migration on real QEMU processes, and the followed console
+// moves to the target where the count goes on with no second boot. Ctrl-C leaves the VM running
+// and a second start re-attaches (a migration back needs the target agent's QMP); `npm run
+// lab:down` leaves no QEMU process, namespace, guard route or lab file. Bad lab settings stop
+// with one line naming the setting.
 import { execFile } from 'node:child_process';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { execa } from 'execa';
+import { runCli } from '../../cli/main.js';
 import { embeddedFerry, type EmbeddedFerry } from '../helpers/embedded.js';
 import { waitFor } from '../helpers/ferry.js';
 import { qemuSkipReason } from '../helpers/qemu-env.js';
@@ -58,12 +62,46 @@ test('bad lab settings stop with one line naming the setting, before anything st
   }
 });
 
-/** the '.' heartbeats in the console of a VM and the host it came from */
-async function heartbeat(e: EmbeddedFerry, vmId: string): Promise<{ hostId: string; dots: number; text: string }> {
+/** The README's "Try it" block as a user runs it: every curl (path, JSON body) and every `npx ferry` line (its arguments). */
+function readmeTryIt(): { curls: Array<{ path: string; body?: any }>; ferry: string[][] } {
+  const readme = readFileSync(join(PROJECT_ROOT, 'README.md'), 'utf8');
+  const block = /```sh\n([\s\S]*?)```/.exec(readme.slice(readme.indexOf('\n## Try it')))?.[1];
+  assert.ok(block, 'the README has a "Try it" block');
+  const lines = block.replace(/\\\n\s*/g, ' ').split('\n').map((l) => l.replace(/\s+#.*$/, '').trim()).filter(Boolean);
+  const curls = lines.filter((l) => l.includes('curl ')).map((l) => {
+    const body = /-d '([^']*)'/.exec(l)?.[1];
+    return { path: /localhost:8080(\/[^\s|)]*)/.exec(l)![1]!, ...(body ? { body: JSON.parse(body) } : {}) };
+  });
+  const ferry = lines.filter((l) => l.startsWith('npx ferry ')).map((l) => l.slice('npx ferry '.length).split(/\s+/));
+  return { curls, ferry };
+}
+
+/** `ferry <args>` in-process against the lab's API (the token from its data folder, as the README's TOKEN) */
+function ferryCli(e: EmbeddedFerry, args: string[], opts: { stop?: () => boolean } = {}) {
+  let out = '';
+  const code: Promise<number | 'stopped'> = runCli(args, {
+    env: { FERRY_API_URL: e.base, FERRY_DATA_DIR: e.dir },
+    stdout: { write: (s: string) => (out += s) },
+    stderr: { write: (s: string) => (out += s) },
+    sleep: async (ms) => {
+      if (opts.stop?.()) throw new Error('stopped by the test');
+      await new Promise((r) => setTimeout(r, ms));
+    },
+  }).catch((err: Error) => {
+    // --follow runs until the user's Ctrl-C: here, until the test says stop
+    if (opts.stop?.() && err.message === 'stopped by the test') return 'stopped' as const;
+    throw err;
+  });
+  return { code, out: () => out };
+}
+
+/** the Linux guest's `tick N` heartbeats in console text */
+const ticks = (text: string) => [...text.matchAll(/^tick (\d+)$/gm)].map((m) => Number(m[1]));
+
+async function console_(e: EmbeddedFerry, vmId: string): Promise<{ hostId: string; text: string }> {
   const r = await e.call('GET', `/v1/vms/${vmId}/console?tail=10000`);
   assert.equal(r.status, 200, JSON.stringify(r.body));
-  const text = r.body.lines.join('\n');
-  return { hostId: r.body.hostId, dots: (text.match(/\./g) ?? []).length, text };
+  return { hostId: r.body.hostId, text: r.body.lines.join('\n') };
 }
 
 async function migrate(e: EmbeddedFerry, vmId: string, targetHostId: string): Promise<void> {
@@ -78,9 +116,23 @@ async function migrate(e: EmbeddedFerry, vmId: string, targetHostId: string): Pr
   assert.equal(done.state, 'completed', JSON.stringify(done));
 }
 
-test('FERRY_DRIVER=qemu npm start: lab hosts, provision, live migration, console, re-attach, lab:down', { skip: qemuSkipReason, timeout: 480_000 }, async () => {
+test("FERRY_DRIVER=qemu npm start: the README's Try it (provision, live migration, console), re-attach, lab:down", { skip: qemuSkipReason, timeout: 600_000 }, async () => {
+  const tryIt = readmeTryIt();
+  const create = tryIt.curls.find((c) => c.path === '/v1/vms' && c.body);
+  const move = tryIt.curls.find((c) => c.path.endsWith('/migrations') && c.body);
+  const follow = tryIt.ferry.find((a) => a[0] === 'vms' && a[1] === 'console');
+  const watch = tryIt.ferry.find((a) => a[0] === 'migrations' && a[1] === 'show');
+  assert.ok(create && move && follow && watch, `the Try it block provisions, migrates, follows the console and watches: ${JSON.stringify(tryIt)}`);
+  const name: string = create.body.name;
+  const source: string = create.body.hostId;
+  const target: string = move.body.targetHostId;
+  assert.ok(source && target && source !== target, 'Try it pins the VM to one host and moves it to another');
+  assert.equal(move.path, `/v1/vms/${name}/migrations`);
+  assert.deepEqual(follow.slice(2), [name, '--follow']);
+
   const e = await embeddedFerry({ FERRY_DRIVER: 'qemu', FERRY_LAB_SUBNET: SUBNET, FERRY_LAB_NETNS_PREFIX: PREFIX, FERRY_LAB_PORT_RANGE: '47500-47799' });
   const lab = join(e.dir, 'lab');
+  let stopFollow = false;
   try {
     const out = await e.start();
     for (const h of ['host-a', 'host-b', 'host-c']) assert.match(out(), new RegExp(`^    ${h}  `, 'm'), `the start-up output lists ${h}`);
@@ -88,40 +140,68 @@ test('FERRY_DRIVER=qemu npm start: lab hosts, provision, live migration, console
     if (netns) assert.equal(await guardRouteInstalled(SUBNET), true);
     const hosts = (await e.call('GET', '/v1/hosts')).body.items;
     assert.deepEqual(hosts.map((h: { id: string; driver: string }) => [h.id, h.driver]), [['host-a', 'qemu'], ['host-b', 'qemu'], ['host-c', 'qemu']]);
+    const templates = (await e.call('GET', '/v1/templates')).body.items.map((t: { id: string; name: string }) => `${t.id} ${t.name}`).sort();
+    assert.deepEqual(templates, ['tpl-debian-12 debian-12', 'tpl-dirty dirty-guest'], 'both lab templates were built locally, the Linux one under the demo\'s id and name');
 
-    const templates = (await e.call('GET', '/v1/templates')).body.items.map((t: { id: string }) => t.id).sort();
-    assert.deepEqual(templates, ['tpl-dirty', 'tpl-linux'], 'both lab templates were built locally');
-    const made = await e.call('POST', '/v1/vms', { name: 'lab-1', cpus: 1, memoryMiB: 64, diskGiB: 1, template: 'tpl-dirty' });
+    // Try it, command by command
+    for (const c of tryIt.curls.filter((c) => !c.body && !c.path.includes('$'))) {
+      if (c.path.startsWith(`/v1/vms/${name}`)) continue;
+      assert.equal((await e.call('GET', c.path)).status, 200, c.path);
+    }
+    const made = await e.call('POST', create.path, create.body);
     assert.equal(made.status, 202, JSON.stringify(made.body));
     const vmId: string = made.body.vmId;
-    const vm = await waitFor('the VM runs', async () => {
-      const v = (await e.call('GET', `/v1/vms/${vmId}`)).body;
+    const vm = await waitFor(`${name} runs`, async () => {
+      const v = (await e.call('GET', `/v1/vms/${name}`)).body;
       if (v.state === 'error') throw new Error(`provision failed: ${v.error}`);
       return v.state === 'running' ? v : undefined;
-    }, 120_000, 250);
-    const source: string = vm.hostId;
-    const target = source === 'host-a' ? 'host-b' : 'host-a';
-    const before = await waitFor('heartbeats on the source console', async () => {
-      const h = await heartbeat(e, vmId);
-      return h.dots >= 2 ? h : undefined;
-    }, 60_000, 250);
-    assert.equal(before.hostId, source);
-    assert.match(before.text, /^UP/, 'the guest booted on the source');
+    }, 180_000, 250);
+    assert.equal(vm.hostId, source);
+    const cons = ferryCli(e, follow, { stop: () => stopFollow });
+    const booted = await waitFor('the guest to boot and tick on the source console', async () => {
+      if (cons.out().includes('console now on')) throw new Error(`the console moved before the migration: ${cons.out()}`);
+      return ticks(cons.out()).length >= 3 ? cons.out() : undefined;
+    }, 240_000, 500);
+    assert.match(booted, new RegExp(`^FERRY-NOCLOUD hostname ${name}$`, 'm'), 'the guest applied its seed on the source');
+    assert.match(booted, new RegExp(`^FERRY-NOCLOUD address ${vm.ip.replace(/\./g, '\\.')}/`, 'm'));
+    assert.match(booted, /^FERRY-INIT dirtying 16 MiB of memory in a loop$/m);
+    const lastOnSource = Math.max(...ticks(booted));
 
-    await migrate(e, vmId, target);
+    const started = await e.call('POST', move.path, move.body);
+    assert.equal(started.status, 202, JSON.stringify(started.body));
+    const mig: string = started.body.migrationId;
+    const watched = ferryCli(e, watch.map((a) => a.replace('$MIG', mig)));
+    assert.equal(await watched.code, 0, `ferry migrations show --watch ends 0 on completion: ${watched.out()}`);
+    for (const c of tryIt.curls.filter((c) => c.path.includes('$MIG'))) {
+      const m = await e.call('GET', c.path.replace('$MIG', mig));
+      assert.equal(m.status, 200, JSON.stringify(m.body));
+      assert.equal(m.body.state, 'completed', JSON.stringify(m.body));
+      assert.equal(m.body.targetHostId, target);
+    }
     const qemus = async (hostId: string) => pidsMentioning(join(lab, hostId, 'vms', vmId) + '/');
     await waitFor('the source QEMU to exit', async () => (await qemus(source)).length === 0, 30_000, 100);
     const [pid] = await qemus(target);
     assert.ok(pid, 'a QEMU runs the VM on the target');
-    if (netns) assert.equal((await run('ip', ['netns', 'identify', String(pid)])).stdout.trim(), `${PREFIX}-${target === 'host-a' ? 1 : 2}`, "the target's QEMU runs in its namespace");
-    assert.equal((await e.call('GET', `/v1/vms/${vmId}`)).body.hostId, target);
-    // the target's console: the guest keeps counting (no second boot), read from the target
-    const first = await waitFor('heartbeats on the target console', async () => {
-      const h = await heartbeat(e, vmId);
-      return h.hostId === target && h.dots >= 1 ? h : undefined;
-    }, 60_000, 250);
-    assert.doesNotMatch(first.text, /UP/, 'the guest did not boot again on the target');
-    await waitFor('the heartbeat to go on', async () => (await heartbeat(e, vmId)).dots > first.dots, 60_000, 250);
+    if (netns) assert.equal((await run('ip', ['netns', 'identify', String(pid)])).stdout.trim(), `${PREFIX}-${target.charCodeAt(5) - 96}`, "the target's QEMU runs in its namespace");
+    assert.equal((await e.call('GET', `/v1/vms/${name}`)).body.hostId, target);
+
+    // the followed console moved to the target and the guest keeps counting there: no second boot
+    const marker = `--- ${name}: console now on ${target} (was ${source}) ---`;
+    const moved = await waitFor('ticks on the target in the followed console', async () => {
+      const at = cons.out().indexOf(marker);
+      return at >= 0 && ticks(cons.out().slice(at)).length >= 3 ? cons.out().slice(at) : undefined;
+    }, 90_000, 500).catch((err: Error) => {
+      throw new Error(`${err.message}; ferry ${follow.join(' ')} printed:\n${cons.out().slice(-3000)}`);
+    });
+    stopFollow = true;
+    assert.equal(await cons.code, 'stopped', cons.out());
+    const onTarget = ticks(moved);
+    assert.ok(onTarget[0]! > lastOnSource, `the count goes on: ${lastOnSource} on ${source}, then ${onTarget.join(' ')} on ${target}`);
+    assert.deepEqual(onTarget, onTarget.map((_, i) => onTarget[0]! + i), `one tick after another on the target: ${onTarget.join(' ')}`);
+    assert.doesNotMatch(moved, /FERRY-GUEST-UP|FERRY-INIT/, 'the guest did not boot again on the target');
+    const fromApi = await console_(e, vmId);
+    assert.equal(fromApi.hostId, target);
+    assert.doesNotMatch(fromApi.text, /FERRY-GUEST-UP/);
 
     // Ctrl-C: the agents stop, the VM does not
     await e.stop();
@@ -129,9 +209,15 @@ test('FERRY_DRIVER=qemu npm start: lab hosts, provision, live migration, console
     const again = await e.start();
     assert.ok(again().includes('host-a'));
     assert.equal((await e.call('GET', `/v1/vms/${vmId}`)).body.state, 'running');
-    // re-attached: the target agent drives its QEMU again (a live migration back)
+    // re-attached: the target agent drives its QEMU again (a live migration back), the count goes on
+    const beforeBack = Math.max(...ticks((await console_(e, vmId)).text));
     await migrate(e, vmId, source);
-    assert.equal((await heartbeat(e, vmId)).hostId, source);
+    const back = await waitFor('ticks on the source again', async () => {
+      const c = await console_(e, vmId);
+      return c.hostId === source && ticks(c.text).length >= 2 ? c : undefined;
+    }, 60_000, 500);
+    assert.ok(Math.min(...ticks(back.text)) > beforeBack, `the count goes on after the migration back: ${beforeBack}, then ${ticks(back.text).join(' ')}`);
+    assert.doesNotMatch(back.text, /FERRY-GUEST-UP/);
     await e.stop();
 
     const down = await execa(process.execPath, ['--import', 'tsx', 'scripts/lab-down.ts'], { cwd: PROJECT_ROOT, reject: false, env: { FERRY_DATA_DIR: e.dir } });
@@ -143,6 +229,7 @@ test('FERRY_DRIVER=qemu npm start: lab hosts, provision, live migration, console
     if (netns) assert.equal(await guardRouteInstalled(SUBNET), false, 'the guard route is gone');
     assert.equal(existsSync(lab), false, 'no lab file is left');
   } finally {
+    stopFollow = true;
     for (const pid of await pidsMentioning(lab + '/')) process.kill(pid, 'SIGKILL');
     await e.close();
     if (netns) {

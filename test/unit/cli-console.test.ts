@@ -44,14 +44,29 @@ test('vms console prints the tail; --tail is passed and checked', async () => {
 test('vms console --follow prints what grew and says when the console moved host', async () => {
   const t = io(
     [
-      { hostId: 'h1', lines: ['UP', 'tick 1'], size: 10 },
-      { hostId: 'h1', lines: ['UP', 'tick 1'], size: 10 },
-      { hostId: 'h1', lines: ['UP', 'tick 1', 'tick 2'], size: 17 },
-      { hostId: 'h2', lines: ['tick 3'], size: 7 },
+      // size: the joined lines' bytes (domain/console.ts)
+      { hostId: 'h1', lines: ['UP', 'tick 1'], size: 9 },
+      { hostId: 'h1', lines: ['UP', 'tick 1'], size: 9 },
+      { hostId: 'h1', lines: ['UP', 'tick 1', 'tick 2'], size: 16 },
+      { hostId: 'h2', lines: ['tick 3'], size: 6 },
     ],
     4,
   );
   // follow runs until interrupted: here until the script's end
   await assert.rejects(runCli(['vms', 'console', 'vm-1', '--follow'], t.cli), /end of script/);
-  assert.equal(t.out(), 'UP\ntick 1\n\ntick 2\n--- vm-1: console now on h2 (was h1) ---\ntick 3\n');
+  // the joined lines, each newline printed with the line after it: no blank line where the log has none
+  assert.equal(t.out(), 'UP\ntick 1\ntick 2\n--- vm-1: console now on h2 (was h1) ---\ntick 3');
+});
+
+test('vms console --follow: a half line grows in place; more than the tail grew prints the whole tail on a new line', async () => {
+  const t = io(
+    [
+      { hostId: 'h1', lines: ['UP', '...'], size: 6 },
+      { hostId: 'h1', lines: ['UP', '.....'], size: 8 },
+      { hostId: 'h1', lines: ['tick 9'], size: 30 },
+    ],
+    3,
+  );
+  await assert.rejects(runCli(['vms', 'console', 'vm-1', '--follow', '--tail', '2'], t.cli), /end of script/);
+  assert.equal(t.out(), 'UP\n.....\ntick 9');
 });
