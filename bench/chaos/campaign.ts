@@ -31,6 +31,9 @@ export interface CampaignReport {
   text: string;
 }
 
+/** A run's phases, in order (run.ts): what `wall time per run` breaks the runs' time into. */
+const PHASES = ['standby', 'seed', 'play', 'restore', 'settle', 'check', 'retire'];
+
 export function replayCommand(seed: number, plant?: string): string {
   return `npm run chaos -- --runs 1 --seed ${seed}${plant ? ` --plant ${plant}` : ''}`;
 }
@@ -57,7 +60,7 @@ export async function runCampaign(o: CampaignOptions): Promise<CampaignReport> {
       const s = await runOnce(rig, seed, log);
       all.push(s);
       const faults = Object.entries(s.faults).map(([k, v]) => `${k}${v > 1 ? `x${v}` : ''}`).join(' ');
-      log(`run ${i + 1}/${o.runs} seed ${seed}: ${Object.values(s.operations).reduce((a, b) => a + b, 0)} ops, faults [${faults}], settled in ${s.settleMs} ms, ${s.wallMs} ms, ${s.violations.length} violations`);
+      log(`run ${i + 1}/${o.runs} seed ${seed}: ${Object.values(s.operations).reduce((a, b) => a + b, 0)} ops, faults [${faults}], settled in ${s.settleMs} ms, ${s.wallMs} ms (${Object.entries(s.phases).map(([k, v]) => `${k} ${v}`).join(', ')}), ${s.violations.length} violations`);
       if (s.violations.length) {
         log(`VIOLATIONS in run with seed ${seed}:\n${formatViolations(s.violations)}\n  replay: ${replayCommand(seed, o.plant)}`);
       }
@@ -71,6 +74,7 @@ export async function runCampaign(o: CampaignOptions): Promise<CampaignReport> {
   const faults = sum((s) => s.faults);
   const operations = sum((s) => s.operations);
   const rejected = sum((s) => s.rejected);
+  // every kill- fault is one SIGKILL (kill-temporal included)
   const kills = PROCESS_FAULTS.filter((f) => f.startsWith('kill-')).reduce((n, f) => n + (faults[f] ?? 0), 0);
   const fmt = (m: Record<string, number>) => Object.entries(m).sort().map(([k, v]) => `${k} ${v}`).join(', ') || '-';
   const failingSeeds = all.filter((s) => s.violations.length).map((s) => s.seed);
@@ -80,8 +84,9 @@ export async function runCampaign(o: CampaignOptions): Promise<CampaignReport> {
     `chaos campaign: seeds ${o.seed}..${o.seed + all.length - 1}, wall ${(wallMs / 1000).toFixed(0)} s (${(wallMs / Math.max(1, all.length) / 1000).toFixed(1)} s per run)`,
     `operations started: ${Object.values(operations).reduce((a, b) => a + b, 0)} (${fmt(operations)}); refused with a 4xx: ${fmt(rejected)}`,
     `faults: ${fmt(faults)}`,
-    `SIGKILLs ${kills + (faults['kill-temporal'] ?? 0)} (of which Temporal dev server ${faults['kill-temporal'] ?? 0}), database outages ${faults['db-outage'] ?? 0}, simulator fault kinds ${FAULT_KINDS.filter((k) => faults[k]).length}/${FAULT_KINDS.length}`,
-    `process restarts: ${fmt(rig.restarts)}`,
+    `SIGKILLs ${kills} (of which Temporal dev server ${faults['kill-temporal'] ?? 0}), database outages ${faults['db-outage'] ?? 0}, simulator fault kinds ${FAULT_KINDS.filter((k) => faults[k]).length}/${FAULT_KINDS.length}`,
+    `wall time per run, mean s: ${PHASES.map((p) => `${p} ${(all.reduce((t, s) => t + (s.phases[p] ?? 0), 0) / Math.max(1, all.length) / 1000).toFixed(1)}`).join(', ')}`,
+    `process restarts: ${fmt(rig.restarts)} (seconds spent restarting: ${fmt(Object.fromEntries(Object.entries(rig.restartMs).map(([k, v]) => [k, Math.round(v / 1000)])))})`,
     `violations by kind: ${fmt(byKind)}`,
     ...(failingSeeds.length ? ['replay the failing runs:', ...failingSeeds.map((s) => `  ${replayCommand(s, o.plant)}`)] : []),
     `${all.length} runs, ${violations.length} violations`,

@@ -49,13 +49,17 @@ export class Rig {
   client!: Client;
   apiBase = '';
   restarts: Record<string, number> = { control: 0, agents: 0, api: 0, temporal: 0 };
+  /** wall time spent (re)starting each kind of process, ms */
+  restartMs: Record<string, number> = { control: 0, agents: 0, api: 0, temporal: 0 };
   private temporal: DevServer | undefined;
   private temporalPort = 0;
   private apiPort = 0;
   private bundlePath = join(this.dir, 'workflows.js');
   private procs = new Map<ProcessKind, Proc>();
+  private standbys = new Map<ProcessKind, Proc>();
+  private closing = false;
   private conn: Connection | undefined;
-  private lock: { db: Database.Database; timer: NodeJS.Timeout } | undefined;
+  private lock: { db: Database.Database; timer: NodeJS.Timeout; endsAt: number } | undefined;
 
   constructor(private readonly opts: RigOptions) {}
 
@@ -72,10 +76,12 @@ export class Rig {
     await migrateUp(this.db);
     this.sim = Simulator.open({ path: join(this.dir, 'sim.sqlite'), timeScale: this.opts.timeScale });
     await seedCluster(this.db, this.sim, this.opts.cluster);
+    for (const k of PROCESS_KINDS) this.standbys.set(k, this.standby(k));
     await this.startTemporal();
     this.conn = await Connection.connect({ address: this.address });
     this.client = new Client({ connection: this.conn, namespace: 'default' });
     for (const k of PROCESS_KINDS) await this.spawn(k);
+    await this.standbysReady();
   }
 
   private async startTemporal(): Promise<void> {
@@ -100,12 +106,30 @@ export class Rig {
     };
   }
 
-  private async spawn(kind: ProcessKind): Promise<void> {
+  /** A process of this kind that has loaded its modules and waits for its start (standby.ts). */
+  private standby(kind: ProcessKind): Proc {
     const entry = kind === 'control' ? 'bench/chaos/control-worker.ts' : 'workers/main.ts';
-    const child = execa(process.execPath, ['--import', 'tsx', entry], { cwd: PROJECT_ROOT, reject: false, stdio: ['ignore', 'pipe', 'pipe'], env: this.env(kind) });
+    const child = execa(process.execPath, ['--import', 'tsx', 'bench/chaos/standby.ts', entry], { cwd: PROJECT_ROOT, reject: false, stdio: ['pipe', 'pipe', 'pipe'], env: this.env(kind) });
     const p: Proc = { child, out: '' };
     child.stdout?.on('data', (d: Buffer) => (p.out = (p.out + d.toString()).slice(-4000)));
     child.stderr?.on('data', (d: Buffer) => (p.out = (p.out + d.toString()).slice(-4000)));
+    return p;
+  }
+
+  /**
+   * Starts a process of this kind: the standby loaded ahead of time (a fresh one if there is
+   * none or it died), then a new standby for the next restart, loading while the run goes on.
+   */
+  private async spawn(kind: ProcessKind): Promise<void> {
+    let p = this.standbys.get(kind);
+    this.standbys.delete(kind);
+    if (!p || p.child.exitCode !== null || p.child.signalCode !== null) {
+      p?.child.kill('SIGKILL');
+      p = this.standby(kind);
+    }
+    const { child } = p;
+    child.stdin?.write('go\n');
+    if (!this.closing) this.standbys.set(kind, this.standby(kind));
     // generous: on 2 shared cores a tsx process can take minutes to load
     const deadline = Date.now() + SPAWN_LIMIT_MS;
     while (!/running/.test(p.out)) {
@@ -113,9 +137,20 @@ export class Rig {
         child.kill('SIGKILL');
         throw new Error(`${kind} process did not start (exit ${child.exitCode ?? '-'}, signal ${child.signalCode ?? '-'}, ${Math.round((Date.now() - deadline + SPAWN_LIMIT_MS) / 1000)} s): ${p.out}`);
       }
-      await new Promise((r) => setTimeout(r, 50));
+      await new Promise((r) => setTimeout(r, 20));
     }
     this.procs.set(kind, p);
+  }
+
+  /**
+   * Waits until every standby has loaded its modules (at most SPAWN_LIMIT_MS), so a run starts
+   * on a quiet rig: the loading of the next restart's process does not compete with the run.
+   */
+  async standbysReady(): Promise<void> {
+    const deadline = Date.now() + SPAWN_LIMIT_MS;
+    for (const p of this.standbys.values()) {
+      while (!/standby: loaded/.test(p.out) && p.child.exitCode === null && p.child.signalCode === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    }
   }
 
   alive(kind: ProcessKind): boolean {
@@ -155,14 +190,29 @@ export class Rig {
 
   /**
    * A database outage: another connection takes SQLite's exclusive lock for `ms`, so every
-   * ferry writer waits (busy_timeout) or fails with SQLITE_BUSY until it is let go.
+   * ferry writer waits (busy_timeout) or fails with SQLITE_BUSY until it is let go. An outage
+   * that starts while one is on extends it instead (false: no new outage began).
    */
-  dbOutage(ms: number): void {
-    if (this.lock) return;
+  dbOutage(ms: number): boolean {
+    if (this.lock) {
+      const left = this.lock.endsAt - Date.now();
+      if (ms > left) {
+        clearTimeout(this.lock.timer);
+        this.lock.timer = setTimeout(() => this.endOutage(), ms);
+        this.lock.endsAt = Date.now() + ms;
+      }
+      return false;
+    }
     const db = new Database(this.databaseUrl, { timeout: 5000 });
     db.exec('BEGIN EXCLUSIVE');
     const timer = setTimeout(() => this.endOutage(), ms);
-    this.lock = { db, timer };
+    this.lock = { db, timer, endsAt: Date.now() + ms };
+    return true;
+  }
+
+  /** Resolves when no outage is on. */
+  async outageOver(): Promise<void> {
+    while (this.lock) await new Promise((r) => setTimeout(r, Math.max(10, this.lock ? this.lock.endsAt - Date.now() : 0)));
   }
 
   endOutage(): void {
@@ -179,7 +229,9 @@ export class Rig {
   private restoring: Promise<string[]> | undefined;
 
   /**
-   * Ends an outage and restarts whatever is down (the dev server first: the workers need it).
+   * Restarts whatever is down (the dev server first: the workers need it). A database outage
+   * runs its full length (a process restarted during one waits or fails on the lock, like in
+   * production); run.ts waits for outageOver() before its final restore.
    * One at a time: two restores at once would start a process twice and lose track of one.
    */
   async restoreAll(): Promise<string[]> {
@@ -194,15 +246,18 @@ export class Rig {
 
   private async restoreNow(): Promise<string[]> {
     const restarted: string[] = [];
-    this.endOutage();
     if (!this.temporal) {
+      const t = Date.now();
       await this.startTemporal();
+      this.restartMs.temporal += Date.now() - t;
       this.restarts.temporal++;
       restarted.push('temporal');
     }
     for (const k of PROCESS_KINDS) {
       if (this.alive(k)) continue;
+      const t = Date.now();
       await this.spawn(k);
+      this.restartMs[k] += Date.now() - t;
       this.restarts[k]++;
       restarted.push(k);
     }
@@ -229,6 +284,10 @@ export class Rig {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
+    for (const p of this.standbys.values()) p.child.kill('SIGKILL');
+    await Promise.all([...this.standbys.values()].map((p) => p.child));
+    this.standbys.clear();
     this.endOutage();
     for (const k of PROCESS_KINDS) await this.kill(k);
     await this.temporal?.stop().catch(() => undefined);

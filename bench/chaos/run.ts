@@ -38,14 +38,21 @@ export interface RunStats {
   violations: Violation[];
   settleMs: number;
   wallMs: number;
+  /** where the run's wall time went (ms): standby (waiting for the standbys to load, before the run), seed, play (schedule and its requests), restore, settle, check, retire */
+  phases: Record<string, number>;
   samples: number;
 }
 
 const bump = (m: Record<string, number>, k: string, n = 1) => (m[k] = (m[k] ?? 0) + n);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** FERRY_CHAOS_TRACE=1: each action's moment and, while settling, what is still open (for timing a run) */
+const TRACE = process.env.FERRY_CHAOS_TRACE === '1';
 const KILLS: Record<string, ProcessKind> = { 'kill-control': 'control', 'kill-agents': 'agents', 'kill-api': 'api' };
 
 export async function runOnce(rig: Rig, seed: number, log: (l: string) => void = () => undefined): Promise<RunStats> {
+  // the standbys of the previous run's restarts have loaded (they would compete with this run)
+  const w0 = Date.now();
+  await rig.standbysReady();
   const t0 = Date.now();
   const since = new Date(t0);
   const tag = seed.toString(36);
@@ -55,9 +62,17 @@ export async function runOnce(rig: Rig, seed: number, log: (l: string) => void =
     ...chaosCluster(),
     vms: vmIds.map((id, i) => ({ id, name: id, hostId: hosts[i % hosts.length], datastoreId: 'shared', templateId: 'tpl-small', networkId: 'net1', ip: `10.0.1.${10 + i}`, cpus: 1, memoryMiB: 512, diskGiB: 2, cpuFeatures: [], dirtyRateMiBps: 20 + i * 30, writableWorkingSetMiB: 64 })),
   });
-  const stats: RunStats = { seed, operations: {}, rejected: {}, unavailable: 0, faults: {}, violations: [], settleMs: 0, wallMs: 0, samples: 0 };
+  const stats: RunStats = { seed, operations: {}, rejected: {}, unavailable: 0, faults: {}, violations: [], settleMs: 0, wallMs: 0, samples: 0, phases: { standby: t0 - w0 } };
+  let mark = t0;
+  const phase = (name: string) => {
+    const now = Date.now();
+    stats.phases[name] = now - mark;
+    mark = now;
+  };
+  phase('seed');
   const sampler = new ChaosSampler({ db: rig.db, sim: rig.sim }).start();
   const started = new Map<number, string>(); // schedule op id -> workflow id
+  const answered = new Map<number, Promise<unknown>>(); // schedule op id -> its request, answered
   const pending: Promise<unknown>[] = [];
   const restores: Promise<unknown>[] = [];
 
@@ -108,6 +123,9 @@ export async function runOnce(rig: Rig, seed: number, log: (l: string) => void =
   };
 
   const steer = async (a: Extract<Action, { type: 'steer' }>) => {
+    // an operator steers a migration once its start has answered (on loaded cores the answer
+    // can come after the steer's moment; without the id there is nothing to steer)
+    await answered.get(a.target);
     const wid = started.get(a.target);
     if (!wid) return;
     const r =
@@ -118,11 +136,14 @@ export async function runOnce(rig: Rig, seed: number, log: (l: string) => void =
   };
 
   const processFault = async (a: Extract<Action, { type: 'fault' }>) => {
-    bump(stats.faults, a.fault);
     if (a.fault === 'db-outage') {
-      rig.dbOutage(a.downMs);
+      // the run waits for the outage's full length before it restores anything; one that
+      // begins during another lengthens it and is not counted as an outage of its own
+      bump(stats.faults, rig.dbOutage(a.downMs) ? 'db-outage' : 'db-outage-extended');
+      restores.push(rig.outageOver());
       return;
     }
+    bump(stats.faults, a.fault);
     if (a.fault === 'kill-temporal') await rig.killTemporal();
     else await rig.kill(KILLS[a.fault]);
     restores.push(sleep(a.downMs).then(() => restore()));
@@ -148,21 +169,34 @@ export async function runOnce(rig: Rig, seed: number, log: (l: string) => void =
   for (const a of schedule(seed, SHAPE)) {
     await sleep(Math.max(0, t0 + a.at - Date.now()));
     const a0 = Date.now();
+    if (TRACE) log(`  trace ${seed} +${a0 - t0} ms: ${JSON.stringify(a)}`);
     const p = a.type === 'op' ? op(a) : a.type === 'steer' ? steer(a) : a.type === 'fault' ? processFault(a) : simFault(a);
+    if (a.type === 'op') answered.set(a.id, p.catch(() => undefined));
     pending.push(
       p.then(
-        () => Date.now() - a0 > 10_000 && log(`  seed ${seed}: ${JSON.stringify(a)} took ${Date.now() - a0} ms`),
+        () => {
+          if (TRACE) log(`  trace ${seed} +${Date.now() - t0} ms: done ${a.type} ${a.type === 'op' ? a.op : a.type === 'steer' ? a.steer : a.fault} (${Date.now() - a0} ms)`);
+          else if (Date.now() - a0 > 10_000) log(`  seed ${seed}: ${JSON.stringify(a)} took ${Date.now() - a0} ms`);
+        },
         (e) => log(`  seed ${seed}: ${a.type} ${JSON.stringify(a)} threw ${(e as Error).message}`),
       ),
     );
   }
   await Promise.all(pending);
+  phase('play');
   await Promise.all(restores.map((p) => p.catch(() => undefined)));
   // settle: faults cleared, the database back, every process up, then nothing in flight
   rig.sim.clearFaults();
   await restore();
+  phase('restore');
   const t1 = Date.now();
+  let traced = t1;
   for (;;) {
+    if (TRACE && Date.now() - traced > 2000) {
+      traced = Date.now();
+      const ops = await rig.db.em().find(Operation, { state: 'running' }).catch(() => []);
+      log(`  trace ${seed} settle +${traced - t1} ms: running ${ops.map((o) => `${o.kind}/${o.subkind ?? ''}@${o.stage ?? '-'}`).join(' ') || '-'}`);
+    }
     const running = await rig.db.em().count(Operation, { state: 'running' }).catch(() => 1);
     const open = running === 0 ? await openWorkflows(rig, since) : 1;
     if (running === 0 && open === 0) break;
@@ -170,9 +204,10 @@ export async function runOnce(rig: Rig, seed: number, log: (l: string) => void =
     // a process can die on its own (a bug is a finding too: it is restarted, and logged)
     const back = await restore();
     if (back.length) log(`  seed ${seed}: restarted ${back.join(', ')} that exited on their own`);
-    await sleep(250);
+    await sleep(100);
   }
   stats.settleMs = Date.now() - t1;
+  phase('settle');
   await sampler.stop();
   stats.samples = sampler.samples;
   stats.violations = [
@@ -181,8 +216,10 @@ export async function runOnce(rig: Rig, seed: number, log: (l: string) => void =
     ...(await checkCapacity(rig.db)),
     ...(await checkTemporal({ db: rig.db, client: rig.client }, { since })),
   ];
+  phase('check');
   await retire(rig);
-  stats.wallMs = Date.now() - t0;
+  phase('retire');
+  stats.wallMs = Date.now() - w0;
   return stats;
 }
 

@@ -8,6 +8,13 @@ export const OP_KINDS = ['provision', 'live', 'cold', 'storage', 'stop', 'start'
 export type OpKind = (typeof OP_KINDS)[number];
 export const PROCESS_FAULTS = ['kill-control', 'kill-agents', 'kill-api', 'kill-temporal', 'db-outage'] as const;
 export type ProcessFault = (typeof PROCESS_FAULTS)[number];
+/**
+ * How often each process fault is picked, relative to the others: a dev server restart and a
+ * database outage twice as often as one ferry process's SIGKILL (there are three of those), so
+ * a campaign cut short by its time budget still holds enough of both (measured: 0.31 of each
+ * per run, 0.47 SIGKILLs of a ferry process).
+ */
+const PROCESS_FAULT_WEIGHTS: Record<ProcessFault, number> = { 'kill-control': 1, 'kill-agents': 1, 'kill-api': 1, 'kill-temporal': 2, 'db-outage': 2 };
 
 export type Action =
   | { at: number; type: 'op'; op: OpKind; vm: number; host: number; id: number }
@@ -29,6 +36,12 @@ export function schedule(seed: number, shape: RunShape): Action[] {
   const rnd = mulberry32(seed);
   const int = (n: number) => Math.floor(rnd() * n);
   const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)];
+  /** one draw, like pick(), with each item's chance proportional to its weight */
+  const weighted = <T extends string>(xs: readonly T[], w: Record<T, number>): T => {
+    let r = rnd() * xs.reduce((s, x) => s + w[x], 0);
+    for (const x of xs) if ((r -= w[x]) < 0) return x;
+    return xs[xs.length - 1];
+  };
   const at = () => Math.round(rnd() * shape.spanMs);
   const out: Action[] = [];
   const ops = 3 + int(3);
@@ -47,7 +60,7 @@ export function schedule(seed: number, shape: RunShape): Action[] {
   for (let i = 0; i < faults; i++) {
     const r = rnd();
     if (r < 0.55) {
-      const fault = pick(PROCESS_FAULTS);
+      const fault = weighted(PROCESS_FAULTS, PROCESS_FAULT_WEIGHTS);
       // an outage mostly inside SQLite's busy_timeout (writers wait), sometimes beyond it (writers fail)
       const downMs = fault === 'db-outage' ? (rnd() < 0.2 ? 11_000 : 1500 + int(2500)) : 200 + int(1500);
       out.push({ at: at(), type: 'fault', fault, downMs });
