@@ -20,7 +20,7 @@ import type { MigrationStats } from '../domain/hypervisor.js';
 import { createControlWorker, createHostAgent, runWorkers } from '../workers/create-worker.js';
 import { simFaultHook } from '../workers/main.js';
 import { startDevServer, type DevServer } from '../workers/dev-server.js';
-import { controlQueue, workflowIds, type LiveMigrateInput, type MigrationResult } from '../workflows/definitions.js';
+import { controlQueue, SA, workflowIds, type LiveMigrateInput, type MigrationResult } from '../workflows/definitions.js';
 import { simulatePrecopy, type PrecopyResult } from '../domain/precopy-model.js';
 import { outcome, smallCluster, startTestFerry, type TestFerry } from '../test/helpers/ferry.js';
 import type { BareActivities } from './bare-workflow.js';
@@ -134,6 +134,9 @@ export interface FerryVsBareOptions {
  * number of no-op activities as that migration's history shows. Same dev server, same
  * NativeConnection, same process.
  */
+/** Activities of one live migration before issue 13's levers (16 activities + 17 workflow tasks, the issue's own count). */
+const BEFORE_ISSUE_13_ACTIVITIES = 16;
+
 export async function benchFerryVsBare(opts: FerryVsBareOptions = {}): Promise<string[]> {
   const runs = opts.runs ?? 10;
   const out: string[] = [];
@@ -193,7 +196,18 @@ export async function benchFerryVsBare(opts: FerryVsBareOptions = {}): Promise<s
     async function oneMigration(vmId: string): Promise<{ ms: number; facts: HistoryFacts; result: MigrationResult }> {
       const input: LiveMigrateInput = { vmId, targetHostId: 'h2' };
       const start = performance.now();
-      const handle = await ferry.client.workflow.start('liveMigrate', { taskQueue: controlQueue(ferry.prefix), workflowId: `${workflowIds.migrate(vmId)}-${ferry.prefix}`, args: [input] });
+      // started as the API starts it (api/routes/migrations.ts): with its search attributes
+      const handle = await ferry.client.workflow.start('liveMigrate', {
+        taskQueue: controlQueue(ferry.prefix),
+        workflowId: `${workflowIds.migrate(vmId)}-${ferry.prefix}`,
+        args: [input],
+        typedSearchAttributes: [
+          { key: SA.VmId, value: vmId },
+          { key: SA.MigrationKind, value: 'live' },
+          { key: SA.SourceHost, value: 'h1' },
+          { key: SA.TargetHost, value: 'h2' },
+        ],
+      });
       const r = await outcome<MigrationResult>(handle);
       const ms = performance.now() - start;
       if (!r.ok) throw new Error(`live migration of ${vmId} failed: ${r.message}`);
@@ -213,8 +227,10 @@ export async function benchFerryVsBare(opts: FerryVsBareOptions = {}): Promise<s
     const warm = await oneMigration(vmIds[0]!);
     await oneBare('warm', warm.facts.activities);
 
+    await oneBare('warm-before', BEFORE_ISSUE_13_ACTIVITIES);
     const ferryMs: number[] = [];
     const bareMs: number[] = [];
+    const beforeMs: number[] = [];
     const ferryFacts: HistoryFacts[] = [];
     const bareFacts: HistoryFacts[] = [];
     for (let i = 1; i <= runs; i++) {
@@ -225,6 +241,8 @@ export async function benchFerryVsBare(opts: FerryVsBareOptions = {}): Promise<s
       const b = await oneBare(String(i), m.facts.activities);
       bareMs.push(b.ms);
       bareFacts.push(b.facts);
+      // and as many as a migration took before issue 13's levers
+      beforeMs.push((await oneBare(`before-${i}`, BEFORE_ISSUE_13_ACTIVITIES)).ms);
     }
 
     const counts = [...new Set(ferryFacts.map((x) => x.activities))].join('/');
@@ -255,6 +273,8 @@ export async function benchFerryVsBare(opts: FerryVsBareOptions = {}): Promise<s
     say('');
     const ratio = median(ferryMs) / median(bareMs);
     say(`ferry/bare = ${ratio.toFixed(2)} ${verdict(ratio, '<=', 1.15)}`);
+    const before = median(ferryMs) / median(beforeMs);
+    say(`ferry/bare with the task count before issue 13 (${BEFORE_ISSUE_13_ACTIVITIES} activities, ${BEFORE_ISSUE_13_ACTIVITIES + 1} workflow tasks: ${f1(median(beforeMs))} ms) = ${before.toFixed(2)} (reported; below 1 = fewer tasks paid off)`);
     return out;
   } finally {
     await running?.stop();
