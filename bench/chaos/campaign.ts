@@ -62,7 +62,7 @@ export async function runCampaign(o: CampaignOptions): Promise<CampaignReport> {
       const faults = Object.entries(s.faults).map(([k, v]) => `${k}${v > 1 ? `x${v}` : ''}`).join(' ');
       log(`run ${i + 1}/${o.runs} seed ${seed}: ${Object.values(s.operations).reduce((a, b) => a + b, 0)} ops, faults [${faults}], settled in ${s.settleMs} ms, ${s.wallMs} ms (${Object.entries(s.phases).map(([k, v]) => `${k} ${v}`).join(', ')}), ${s.violations.length} violations`);
       if (s.violations.length) {
-        log(`VIOLATIONS in run with seed ${seed}:\n${formatViolations(s.violations)}\n  replay: ${replayCommand(seed, o.plant)}`);
+        log(`VIOLATIONS in run with seed ${seed}:\n${formatViolations(s.violations)}\n  the run's operations:\n${(s.diagnosis ?? []).map((l) => `    ${l}`).join('\n')}\n  replay: ${replayCommand(seed, o.plant)}`);
       }
     }
   } finally {

@@ -41,6 +41,8 @@ export interface RunStats {
   /** where the run's wall time went (ms): standby (waiting for the standbys to load, before the run), seed, play (schedule and its requests), restore, settle, check, retire */
   phases: Record<string, number>;
   samples: number;
+  /** for a run with violations: how each of its operations ended (state, stage, error, failed compensations) */
+  diagnosis?: string[];
 }
 
 const bump = (m: Record<string, number>, k: string, n = 1) => (m[k] = (m[k] ?? 0) + n);
@@ -217,10 +219,22 @@ export async function runOnce(rig: Rig, seed: number, log: (l: string) => void =
     ...(await checkTemporal({ db: rig.db, client: rig.client }, { since })),
   ];
   phase('check');
+  if (stats.violations.length) stats.diagnosis = await diagnose(rig, since);
   await retire(rig);
   phase('retire');
   stats.wallMs = Date.now() - w0;
   return stats;
+}
+
+/** One line per operation of the run: what the analysis of a violation starts from. */
+async function diagnose(rig: Rig, since: Date): Promise<string[]> {
+  const ops = await rig.db.em().find(Operation, { startedAt: { $gte: since } }, { orderBy: { startedAt: 'asc' } });
+  return ops.map((o) => {
+    const d = (o.details ?? {}) as { failedStage?: string; compensations?: { name: string; ok: boolean; attempts: number; error?: string }[]; decisions?: { action: string; reason: string }[] };
+    const failed = (d.compensations ?? []).filter((c) => !c.ok).map((c) => `${c.name} x${c.attempts}: ${c.error ?? ''}`.slice(0, 300));
+    const decisions = (d.decisions ?? []).map((x) => x.action).join(',');
+    return `${o.id} ${o.kind}/${o.subkind ?? ''} ${o.vmId ?? '-'} ${o.sourceHostId ?? ''}->${o.targetHostId ?? ''} ${o.state} stage ${o.stage ?? '-'}${d.failedStage ? ` failed at ${d.failedStage}` : ''}${o.error ? ` error: ${o.error.slice(0, 300)}` : ''}${decisions ? ` decisions: ${decisions}` : ''}${failed.length ? ` FAILED COMPENSATIONS: ${failed.join(' | ')}` : ''}`;
+  });
 }
 
 async function openWorkflows(rig: Rig, since: Date): Promise<number> {
