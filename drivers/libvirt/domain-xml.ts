@@ -229,3 +229,67 @@ export function buildVolXml(name: string, capacityBytes: number, backing?: { pat
     },
   }) as string;
 }
+
+// Order-preserving parse and build, for editing libvirt's own XML (a migration's destination XML):
+// every element, attribute, comment and piece of white space stays where libvirt put it.
+const orderedOptions = { preserveOrder: true, ignoreAttributes: false, attributeNamePrefix: '@_', commentPropName: '#comment' } as const;
+const orderedParser = new XMLParser({ ...orderedOptions, parseTagValue: false, parseAttributeValue: false, trimValues: false });
+const orderedBuilder = new XMLBuilder({ ...orderedOptions, suppressEmptyNode: true });
+
+type OrderedNode = Record<string, unknown> & { ':@'?: Record<string, string> };
+
+function childrenOf(node: OrderedNode, tag: string): OrderedNode[] {
+  return (node[tag] as OrderedNode[] | undefined) ?? [];
+}
+
+function elements(nodes: OrderedNode[], tag: string): OrderedNode[] {
+  return nodes.filter((n) => tag in n);
+}
+
+/**
+ * A domain XML (`dumpxml --migratable`) with the files of its disks and cdroms moved: `moves` maps
+ * a source path to the path it has on the destination (live migration with `--copy-storage-all`
+ * onto another host's pool). ferry's spec in the metadata follows. Paths not in `moves` stay; a
+ * path of `moves` that no disk has is an error (the caller's map and the domain disagree).
+ */
+export function rewriteDiskSources(xml: string, moves: Record<string, string>): string {
+  let doc: OrderedNode[];
+  try {
+    doc = orderedParser.parse(xml) as OrderedNode[];
+  } catch (e) {
+    throw new DriverError(`domain XML: malformed XML: ${(e as Error).message}`, 'HYPERVISOR');
+  }
+  const domain = elements(doc, 'domain')[0];
+  if (!domain) throw new DriverError('domain XML: no <domain> element', 'HYPERVISOR');
+  const top = childrenOf(domain, 'domain');
+  const seen = new Set<string>();
+  for (const devices of elements(top, 'devices')) {
+    for (const disk of elements(childrenOf(devices, 'devices'), 'disk')) {
+      for (const source of elements(childrenOf(disk, 'disk'), 'source')) {
+        const file = source[':@']?.['@_file'];
+        if (file !== undefined && moves[file] !== undefined) {
+          source[':@']!['@_file'] = moves[file];
+          seen.add(file);
+        }
+      }
+    }
+  }
+  const missing = Object.keys(moves).filter((p) => !seen.has(p));
+  if (missing.length) throw new DriverError(`domain XML: no disk has ${missing.join(', ')}`, 'INVALID_ARGUMENT', true);
+  for (const metadata of elements(top, 'metadata')) {
+    for (const vm of elements(childrenOf(metadata, 'metadata'), 'ferry:vm')) {
+      const textNode = childrenOf(vm, 'ferry:vm').find((n) => '#text' in n);
+      if (!textNode) continue;
+      let spec: VmSpec;
+      try {
+        spec = JSON.parse(String(textNode['#text'])) as VmSpec;
+      } catch {
+        throw new DriverError('domain XML: ferry metadata is not JSON', 'HYPERVISOR');
+      }
+      const move = (p: string) => moves[p] ?? p;
+      const moved: VmSpec = { ...spec, disks: spec.disks.map(move), ...(spec.seedPath ? { seedPath: move(spec.seedPath) } : {}), ...(spec.isoPath ? { isoPath: move(spec.isoPath) } : {}) };
+      textNode['#text'] = JSON.stringify(moved);
+    }
+  }
+  return orderedBuilder.build(doc) as string;
+}

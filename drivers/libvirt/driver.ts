@@ -60,6 +60,8 @@ export function createLibvirtDriver(options: LibvirtDriverOptions): LibvirtDrive
       await blockJobs.cancelDiskMirror(vmId).catch(() => undefined);
       await life.destroyVm(vmId);
       await migration.dropRecord(vmId);
+      // a copyDisks destination that never activated takes its disk copies along
+      await migration.discardIncomingCopies(vmId);
     },
     vmStatus: life.status,
     listVms: life.listVms,

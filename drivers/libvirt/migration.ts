@@ -12,11 +12,15 @@
 //   stage 5 (B) activateIncoming: `virsh resume`. (A) cleanupSource undefines A's shut-off copy.
 // The source definition is kept (no --undefinesource) until ferry's commit: the "shut off
 // (migrated)" domain is the postmigrate source, and its completed job holds the final numbers.
+// Without shared storage (copyDisks) the same migration runs with --copy-storage-all and a
+// destination XML whose disks are the destination's copies (copy-storage.ts).
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
 import { DriverError, type IncomingOptions, type IncomingResult, type MigrationParams, type MigrationStats, type VmRuntime, type VmSpec } from '../hypervisor.js';
 import { FORCE_DOWNTIME_MS, validateMigrationParams as validateCommonParams } from '../common.js';
+import { copyStorageUri, createCopyStorage, parseMigrationUri } from './copy-storage.js';
+import { rewriteDiskSources } from './domain-xml.js';
 import { checkConnectUri, checkHostOffers, type HostConfig } from './host.js';
 import type { Lifecycle } from './lifecycle.js';
 import { validateVmSpec } from './lifecycle.js';
@@ -36,6 +40,8 @@ export interface MigrationRecord {
   downtimeLimitMs: number;
   maxBandwidthBytesPerSec?: number;
   throttlePct: number;
+  /** copyDisks: source path -> the destination's copy (the disks travel inside the job) */
+  moves?: Record<string, string>;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -57,12 +63,14 @@ export function bandwidthMiB(bytesPerSec: number): number {
 }
 
 /** The argv of the background `virsh migrate` (pure; unit-tested). */
-export function migrateArgs(connectUri: string, uuid: string, destUri: string, p: { maxBandwidthBytesPerSec?: number; throttlePct?: number; copyStorage?: boolean }): string[] {
+export function migrateArgs(connectUri: string, uuid: string, destUri: string, p: { maxBandwidthBytesPerSec?: number; throttlePct?: number; copyStorage?: boolean; destXmlFile?: string }): string[] {
   return [
     '-c', connectUri, 'migrate', '--live', '--p2p', '--persistent', '--suspend', '--auto-converge',
     ...(p.throttlePct ? ['--auto-converge-initial', String(Math.max(1, Math.min(99, Math.round(p.throttlePct))))] : []),
     // ferry's shared datastores are shared by configuration; libvirt only trusts network file systems
     ...(p.copyStorage ? ['--copy-storage-all'] : ['--unsafe']),
+    // the destination's definition, live and persistent (copyDisks: its disks are other files)
+    ...(p.destXmlFile ? ['--xml', p.destXmlFile, '--persistent-xml', p.destXmlFile] : []),
     ...(p.maxBandwidthBytesPerSec !== undefined ? ['--bandwidth', String(bandwidthMiB(p.maxBandwidthBytesPerSec))] : []),
     uuid, destUri,
   ];
@@ -74,6 +82,8 @@ export function createMigration(cfg: HostConfig, life: Lifecycle, virshBinary = 
   const dir = path.join(cfg.stateDir, 'migrations');
   const recordPath = (vmId: string) => path.join(dir, `${vmId}.json`);
   const logPath = (vmId: string) => path.join(dir, `${vmId}.log`);
+  const xmlPath = (vmId: string) => path.join(dir, `${vmId}.xml`);
+  const copies = createCopyStorage(cfg);
 
   async function readRecord(vmId: string): Promise<MigrationRecord | undefined> {
     try {
@@ -91,6 +101,7 @@ export function createMigration(cfg: HostConfig, life: Lifecycle, virshBinary = 
   async function dropRecord(vmId: string): Promise<void> {
     await fs.rm(recordPath(vmId), { force: true });
     await fs.rm(logPath(vmId), { force: true });
+    await fs.rm(xmlPath(vmId), { force: true });
   }
 
   /** Is the background virsh of this record still alive (checked by its command line, not just the pid)? */
@@ -135,15 +146,13 @@ export function createMigration(cfg: HostConfig, life: Lifecycle, virshBinary = 
   async function prepareIncoming(spec: VmSpec, opts?: IncomingOptions): Promise<IncomingResult> {
     validateVmSpec(spec);
     checkHostOffers(cfg, spec);
-    if (opts?.copyDisks) {
-      throw new DriverError('copyDisks (live migration without shared storage) is not supported by the libvirt driver yet: `virsh migrate --copy-storage-all` writes the same paths on the destination, which ferry\'s per-host datastores do not share', 'INVALID_ARGUMENT', true);
-    }
     const cur = await life.status(spec.vmId);
     if (cur && (cur.state === 'running' || cur.state === 'postmigrate')) {
       throw new DriverError(`vm "${spec.vmId}" is already ${cur.state} on destination host "${hostId}"`, 'INVALID_STATE', true);
     }
+    const moves = opts?.copyDisks ? await copies.prepareCopies(spec, opts.copyDisks) : {};
     // the shared disks must be visible to this libvirtd (the same path in one of its pools)
-    for (const p of [...spec.disks, ...(spec.seedPath ? [spec.seedPath] : [])]) {
+    for (const p of [...spec.disks, ...(spec.seedPath ? [spec.seedPath] : [])].filter((x) => !moves[x])) {
       if ((await virsh.maybe(['vol-dumpxml', p])) === null) {
         for (const ds of cfg.datastores) await virsh.maybe(['pool-refresh', ds.pool]);
         if ((await virsh.maybe(['vol-dumpxml', p])) === null) {
@@ -151,16 +160,22 @@ export function createMigration(cfg: HostConfig, life: Lifecycle, virshBinary = 
         }
       }
     }
-    return { uri: cfg.migrationUri };
+    if (!opts?.copyDisks) return { uri: cfg.migrationUri };
+    const move = (p: string) => moves[p] ?? p;
+    return { uri: copyStorageUri(cfg.migrationUri, moves), diskPaths: spec.disks.map(move), ...(spec.seedPath ? { seedPath: move(spec.seedPath) } : {}) };
   }
 
   async function activateIncoming(vmId: string): Promise<VmRuntime> {
     const cur = await life.status(vmId);
     if (!cur) throw new DriverError(`vm "${vmId}" has not arrived on host "${hostId}"`, 'NOT_FOUND');
-    if (cur.state === 'running') return cur;
+    if (cur.state === 'running') {
+      await copies.keepCopies(vmId);
+      return cur;
+    }
     if (cur.state === 'incoming') throw new DriverError(`vm "${vmId}" is still being received on host "${hostId}"`, 'INVALID_STATE');
     if (cur.state !== 'paused') throw new DriverError(`vm "${vmId}" on host "${hostId}" is ${cur.state}, not a received copy`, 'INVALID_STATE', true);
     await virsh.run(['resume', dom(vmId)]);
+    await copies.keepCopies(vmId);
     return life.requireStatus(vmId);
   }
 
@@ -180,9 +195,12 @@ export function createMigration(cfg: HostConfig, life: Lifecycle, virshBinary = 
 
   async function startMigration(vmId: string, opts: { uri: string; copyDisks?: boolean } & MigrationParams): Promise<void> {
     const cur = await life.requireStatus(vmId);
-    checkConnectUri('uri', opts?.uri);
-    if (!/^qemu\+(tcp|tls|ssh):\/\//.test(opts.uri)) throw new DriverError(`uri "${opts.uri}" must be a destination's p2p URI (qemu+tcp://<address>/system)`, 'INVALID_ARGUMENT', true);
-    if (opts.copyDisks) throw new DriverError('copyDisks is not supported by the libvirt driver yet (see prepareIncoming)', 'INVALID_ARGUMENT', true);
+    if (typeof opts?.uri !== 'string') checkConnectUri('uri', opts?.uri);
+    const { destUri, moves } = parseMigrationUri(opts.uri);
+    checkConnectUri('uri', destUri);
+    if (!/^qemu\+(tcp|tls|ssh):\/\//.test(destUri)) throw new DriverError(`uri "${destUri}" must be a destination's p2p URI (qemu+tcp://<address>/system)`, 'INVALID_ARGUMENT', true);
+    if (opts.copyDisks && !moves) throw new DriverError(`copyDisks: uri "${destUri}" is not the answer of a copyDisks prepareIncoming (it names no disk copies)`, 'INVALID_ARGUMENT', true);
+    if (moves && !opts.copyDisks) throw new DriverError(`uri "${destUri}" is a copyDisks destination's: start the migration with copyDisks`, 'INVALID_ARGUMENT', true);
     validateMigrationParams(opts);
     const rec0 = await readRecord(vmId);
     const j = await job(vmId);
@@ -202,12 +220,14 @@ export function createMigration(cfg: HostConfig, life: Lifecycle, virshBinary = 
       downtimeLimitMs: opts.downtimeLimitMs ?? DEFAULT_DOWNTIME_MS,
       throttlePct: opts.throttlePct ?? 0,
       ...(opts.maxBandwidthBytesPerSec !== undefined ? { maxBandwidthBytesPerSec: opts.maxBandwidthBytesPerSec } : {}),
+      ...(moves ? { moves } : {}),
     };
     await fs.mkdir(dir, { recursive: true });
     await fs.rm(logPath(vmId), { force: true });
+    if (moves) await fs.writeFile(xmlPath(vmId), rewriteDiskSources(await virsh.run(['dumpxml', '--migratable', dom(vmId)]), moves));
     // detached with its output in a file: the migration (driven by the source libvirtd) and this
     // client outlive an agent that is killed; a new agent reads the record, the log and libvirt
-    const child = execa(virshBinary, migrateArgs(cfg.uri, dom(vmId), opts.uri, opts), {
+    const child = execa(virshBinary, migrateArgs(cfg.uri, dom(vmId), destUri, { ...opts, copyStorage: !!moves, ...(moves ? { destXmlFile: xmlPath(vmId) } : {}) }), {
       detached: true,
       reject: false,
       stdin: 'ignore',
@@ -229,7 +249,7 @@ export function createMigration(cfg: HostConfig, life: Lifecycle, virshBinary = 
       if (!(await virshAlive(rec, vmId))) {
         const err = (await virshError(vmId)) ?? 'virsh migrate exited without an error message';
         await dropRecord(vmId);
-        throw new DriverError(`migration of vm "${vmId}" to ${opts.uri} failed: ${err}`, 'HYPERVISOR');
+        throw new DriverError(`migration of vm "${vmId}" to ${destUri} failed: ${err}`, 'HYPERVISOR');
       }
       if (Date.now() > deadline) break; // still in setup; migrationStatus reports it
       await sleep(20);
@@ -245,10 +265,11 @@ export function createMigration(cfg: HostConfig, life: Lifecycle, virshBinary = 
       return { ...jobToStats(emptyJob(), 'failed'), error: `vm "${vmId}" vanished from host "${hostId}" during its migration` };
     }
     const j = await job(vmId);
-    if (isActiveOut(j)) return jobToStats(j!, activeStatus(j!));
+    const cs = { copyStorage: !!rec?.moves };
+    if (isActiveOut(j)) return jobToStats(j!, activeStatus(j!), undefined, cs);
     if (cur.state === 'postmigrate') {
       const done = await job(vmId, ['--completed', '--keep-completed']);
-      return jobToStats(done && done.type === JOB_TYPE.completed ? done : emptyJob(), 'completed');
+      return jobToStats(done && done.type === JOB_TYPE.completed ? done : emptyJob(), 'completed', undefined, cs);
     }
     if (!rec) return jobToStats(emptyJob(), 'none');
     if (await virshAlive(rec, vmId)) {
@@ -256,16 +277,16 @@ export function createMigration(cfg: HostConfig, life: Lifecycle, virshBinary = 
       // and virsh is about to exit with the outcome, so wait for it rather than report a setup
       // sample whose clock went back to 0
       const started = Date.now() - rec.startedAt;
-      if (started < SETUP_GRACE_MS) return { ...jobToStats(emptyJob(), 'setup'), elapsedMs: started };
+      if (started < SETUP_GRACE_MS) return { ...jobToStats(emptyJob(), 'setup', undefined, cs), elapsedMs: started };
       for (const until = Date.now() + SETUP_GRACE_MS; Date.now() < until && (await virshAlive(rec, vmId)); ) await sleep(50);
-      if (await virshAlive(rec, vmId)) return { ...jobToStats(emptyJob(), 'setup'), elapsedMs: Date.now() - rec.startedAt };
+      if (await virshAlive(rec, vmId)) return { ...jobToStats(emptyJob(), 'setup', undefined, cs), elapsedMs: Date.now() - rec.startedAt };
       return migrationStatus(vmId);
     }
     const err = await virshError(vmId);
     const last = await job(vmId, ['--completed', '--anystats']).catch(() => null);
     const base = last && last.type !== JOB_TYPE.none ? last : emptyJob();
-    if (err && /operation aborted|canceled by client|cancelled/i.test(err)) return jobToStats(base, 'cancelled', err);
-    return jobToStats(base, 'failed', err ?? 'virsh migrate ended and the domain did not migrate');
+    if (err && /operation aborted|canceled by client|cancelled/i.test(err)) return jobToStats(base, 'cancelled', err, cs);
+    return jobToStats(base, 'failed', err ?? 'virsh migrate ended and the domain did not migrate', cs);
   }
 
   async function setMigrationParams(vmId: string, params: MigrationParams): Promise<void> {
@@ -297,7 +318,7 @@ export function createMigration(cfg: HostConfig, life: Lifecycle, virshBinary = 
   async function continueSwitchover(vmId: string): Promise<void> {
     let st = await migrationStatus(vmId);
     if (st.status === 'completed') return;
-    if (st.status !== 'active' && st.status !== 'setup') throw new DriverError(`vm "${vmId}" has no migration to switch over (status ${st.status})`, 'INVALID_STATE', true);
+    if (st.status !== 'active' && st.status !== 'setup') throw new DriverError(`vm "${vmId}" has no migration to switch over (status ${st.status}${st.error ? `: ${st.error}` : ''})`, 'INVALID_STATE', true);
     if (isActiveOut(await job(vmId))) await virsh.run(['migrate-setmaxdowntime', dom(vmId), String(FORCE_DOWNTIME_MS)]).catch(() => undefined);
     st = await waitEnd(vmId);
     if (st.status !== 'completed') throw new DriverError(`migration of vm "${vmId}" ended ${st.status}: ${st.error ?? 'no error given'}`, 'HYPERVISOR', true);
@@ -322,7 +343,7 @@ export function createMigration(cfg: HostConfig, life: Lifecycle, virshBinary = 
     await dropRecord(vmId);
   }
 
-  return { prepareIncoming, activateIncoming, startMigration, migrationStatus, setMigrationParams, continueSwitchover, cancelMigration, dropRecord, readRecord };
+  return { prepareIncoming, activateIncoming, startMigration, migrationStatus, setMigrationParams, continueSwitchover, cancelMigration, dropRecord, readRecord, discardIncomingCopies: copies.discardCopies };
 }
 
 function emptyJob(): JobInfo {

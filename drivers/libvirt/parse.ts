@@ -112,6 +112,7 @@ export interface JobInfo {
   diskTotal: number;
   diskProcessed: number;
   diskRemaining: number;
+  diskBps: number;
   errMsg?: string;
 }
 
@@ -122,7 +123,7 @@ export function parseJobInfo(out: string): JobInfo {
   const type = int(what, m, 'Job type');
   if (type < 0 || type > 5) throw nonsense(what, `job type ${type} is not a virDomainJobType`);
   if (type === JOB_TYPE.none) {
-    return { type, operation: 0, elapsedMs: 0, downtimeMs: 0, dataTotal: 0, dataProcessed: 0, dataRemaining: 0, memoryBps: 0, dirtyRateBytesPerSec: 0, iteration: 0, throttlePct: 0, setupMs: 0, diskTotal: 0, diskProcessed: 0, diskRemaining: 0 };
+    return { type, operation: 0, elapsedMs: 0, downtimeMs: 0, dataTotal: 0, dataProcessed: 0, dataRemaining: 0, memoryBps: 0, dirtyRateBytesPerSec: 0, iteration: 0, throttlePct: 0, setupMs: 0, diskTotal: 0, diskProcessed: 0, diskRemaining: 0, diskBps: 0 };
   }
   const pageSize = int(what, m, 'memory_page_size', 4096);
   const info: JobInfo = {
@@ -141,21 +142,26 @@ export function parseJobInfo(out: string): JobInfo {
     diskTotal: int(what, m, 'disk_total', 0),
     diskProcessed: int(what, m, 'disk_processed', 0),
     diskRemaining: int(what, m, 'disk_remaining', 0),
+    diskBps: int(what, m, 'disk_bps', 0),
   };
   const err = m.get('errmsg');
   if (err) info.errMsg = err;
   return info;
 }
 
-/** A libvirt migration job in ferry's shape (the same fields the QEMU driver reports). */
-export function jobToStats(job: JobInfo, status: MigrationStatusName, error?: string): MigrationStats {
+/**
+ * A libvirt migration job in ferry's shape (the same fields the QEMU driver reports). The memory
+ * numbers are memory only: with --copy-storage-all libvirt's data_* also count the disks, which
+ * `copyStorage` reports apart, as the disk mirror the QEMU driver runs alongside.
+ */
+export function jobToStats(job: JobInfo, status: MigrationStatusName, error?: string, opts: { copyStorage?: boolean } = {}): MigrationStats {
   const done = status === 'completed';
   const stats: MigrationStats = {
     status,
     round: job.iteration,
-    transferredBytes: job.dataProcessed,
-    remainingBytes: done ? 0 : job.dataRemaining,
-    totalBytes: job.dataTotal,
+    transferredBytes: Math.max(0, job.dataProcessed - job.diskProcessed),
+    remainingBytes: done ? 0 : Math.max(0, job.dataRemaining - job.diskRemaining),
+    totalBytes: Math.max(0, job.dataTotal - job.diskTotal),
     dirtyRateBytesPerSec: job.dirtyRateBytesPerSec,
     transferRateBytesPerSec: job.memoryBps,
     expectedDowntimeMs: done ? 0 : job.downtimeMs,
@@ -167,6 +173,19 @@ export function jobToStats(job: JobInfo, status: MigrationStatusName, error?: st
     stats.totalTimeMs = job.elapsedMs;
   }
   if (error) stats.error = error;
+  if (opts.copyStorage) {
+    // libvirt copies the disks first and starts the memory only once every disk is in sync
+    const inSync = done || (job.diskTotal > 0 && job.diskRemaining === 0);
+    stats.disk = {
+      status: done ? 'completed' : status === 'failed' || status === 'cancelled' ? status : inSync ? 'ready' : 'running',
+      copiedBytes: done ? job.diskTotal : job.diskProcessed,
+      totalBytes: job.diskTotal,
+      dirtyBytes: done ? 0 : job.diskRemaining,
+      inSync,
+      transferRateBytesPerSec: job.diskBps,
+      ...(error ? { error } : {}),
+    };
+  }
   return stats;
 }
 

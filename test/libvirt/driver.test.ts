@@ -68,10 +68,10 @@ describe('libvirt driver on real libvirtd (TCG), two hosts in namespaces', { ski
   });
 
   /** A VM from the template on the shared pool with its seed, defined and started on `d`. */
-  async function running(d: LibvirtDriver): Promise<VmSpec> {
+  async function running(d: LibvirtDriver, datastoreId = 'lvshared'): Promise<VmSpec> {
     const vmId = `vm-lv${++n}`;
-    const disk = await d.createDisk({ name: `${vmId}-root`, datastoreId: 'lvshared', sizeBytes: 64 * MiB, source: { kind: 'template', imagePath: guest.qcow2, linked: true } });
-    const seed = await d.writeSeed(vmId, 'lvshared', { instanceId: vmId, hostname: vmId, sshAuthorizedKeys: [] });
+    const disk = await d.createDisk({ name: `${vmId}-root`, datastoreId, sizeBytes: 64 * MiB, source: { kind: 'template', imagePath: guest.qcow2, linked: true } });
+    const seed = await d.writeSeed(vmId, datastoreId, { instanceId: vmId, hostname: vmId, sshAuthorizedKeys: [] });
     const spec: VmSpec = { vmId, name: vmId, cpus: 1, memoryBytes: 64 * MiB, disks: [disk.path], seedPath: seed.path, network: 'qnet', mac: '52:54:00:00:00:0' + n, cpuFeatures: [] };
     await d.defineVm(spec);
     assert.equal((await d.startVm(vmId)).state, 'running');
@@ -215,6 +215,74 @@ describe('libvirt driver on real libvirtd (TCG), two hosts in namespaces', { ski
     } finally {
       await cleanup(spec);
       for (const p of moved) await a.deleteDisk(p);
+    }
+  });
+
+  test('live migration without shared storage (copyDisks: --copy-storage-all onto lv2\'s local pool): cancel removes the copies; then the disk content, the seed and the counter arrive on lv2', async () => {
+    const spec = await running(a, 'local-lv1');
+    const copies: string[] = [];
+    try {
+      // a pattern written through the guest's own disk (HMP qemu-io on libvirt's device alias)
+      await a.hmp(spec.vmId, 'qemu-io -d virtio-disk0 "write -P 0xab 32M 4M"');
+      await a.hmp(spec.vmId, 'qemu-io -d virtio-disk0 "flush"');
+      const disks = [];
+      for (const p of [...spec.disks, spec.seedPath!]) {
+        const d = (await a.diskInfo(p))!;
+        disks.push({ sourcePath: d.path, virtualSizeBytes: d.virtualSizeBytes, format: d.format });
+      }
+      const copyDisks = { datastoreId: 'local-lv2', disks };
+      await assert.rejects(b.prepareIncoming(spec), /not in any storage pool of destination host "lv2"/, 'without copyDisks the local disk is refused');
+      await assert.rejects(b.prepareIncoming(spec, { copyDisks: { ...copyDisks, datastoreId: 'nope' } }), /not a datastore of host "lv2"/);
+      const inc = await b.prepareIncoming(spec, { copyDisks });
+      const lv2 = lab.hosts[1]!.localPath;
+      assert.ok(inc.diskPaths?.every((p) => p.startsWith(`${lv2}/`)) && inc.seedPath?.startsWith(`${lv2}/`), JSON.stringify(inc));
+      copies.push(...inc.diskPaths!, inc.seedPath!);
+      assert.deepEqual(await b.prepareIncoming(spec, { copyDisks }), inc, 'prepareIncoming is idempotent');
+      await assert.rejects(a.startMigration(spec.vmId, { uri: inc.uri }), /start the migration with copyDisks/);
+      await assert.rejects(a.startMigration(spec.vmId, { uri: lab.hosts[1]!.migrationUri, copyDisks: true }), /names no disk copies/);
+
+      // cancel while the disk is being copied: running on lv1 on its own disk, lv2 holds nothing
+      await a.startMigration(spec.vmId, { uri: inc.uri, copyDisks: true, maxBandwidthBytesPerSec: 1 * MiB });
+      const copying = await waitFor('the disk copy under way', async () => {
+        const st = await a.migrationStatus(spec.vmId);
+        assert.notEqual(st.status, 'failed', st.error);
+        return st.disk && st.disk.copiedBytes > 0 && st;
+      });
+      assert.ok(copying.disk!.totalBytes >= 64 * MiB && !copying.disk!.inSync, JSON.stringify(copying));
+      await a.cancelMigration(spec.vmId);
+      assert.equal((await a.vmStatus(spec.vmId))?.state, 'running');
+      await b.destroyVm(spec.vmId); // the workflow's rollback of the destination
+      await waitFor('lv2 empty', async () => (await domainsOn(lab.hosts[1]!)).length === 0, 10_000);
+      for (const p of copies) assert.equal(await b.diskInfo(p), null, `copy ${p} removed`);
+
+      // the real move
+      const inc2 = await b.prepareIncoming(spec, { copyDisks });
+      assert.deepEqual(inc2, inc);
+      const before = await beat(a, spec.vmId);
+      await a.startMigration(spec.vmId, { uri: inc2.uri, copyDisks: true, maxBandwidthBytesPerSec: 512 * MiB });
+      await a.continueSwitchover(spec.vmId);
+      const done = await a.migrationStatus(spec.vmId);
+      assert.equal(done.status, 'completed');
+      assert.ok(done.disk?.status === 'completed' && done.disk.totalBytes >= 64 * MiB, JSON.stringify(done.disk));
+      assert.equal((await b.activateIncoming(spec.vmId)).state, 'running');
+      const st = await b.vmStatus(spec.vmId);
+      assert.deepEqual(st?.spec.disks, inc.diskPaths, 'the VM runs on its copies on lv2');
+      assert.equal(st?.spec.seedPath, inc.seedPath);
+      const onB = await beat(b, spec.vmId);
+      assert.ok(onB >= before, `counter on lv2 (${onB}) continues from lv1's (${before})`);
+      await waitFor('the counter advancing on lv2', async () => (await beat(b, spec.vmId)) > onB);
+      // the guest-visible content arrived (the source's shut-off disk against the running copy)
+      const cmp = await execa('qemu-img', ['compare', '-U', spec.disks[0]!, inc.diskPaths![0]!], { reject: false });
+      assert.equal(cmp.exitCode, 0, `${cmp.stdout} ${cmp.stderr}`);
+      const { readFile } = await import('node:fs/promises');
+      assert.ok((await readFile(inc.seedPath!)).equals(await readFile(spec.seedPath!)), 'the seed bytes arrived');
+      await a.destroyVm(spec.vmId); // cleanupSource
+      assert.deepEqual(await domainsOn(lab.hosts[0]!), []);
+      assert.ok(await b.diskInfo(inc.diskPaths![0]!), 'the activated copy is the VM\'s disk: destroy elsewhere keeps it');
+      console.log(`# libvirt copyDisks migration: downtime ${done.downtimeMs} ms, disk ${(done.disk!.totalBytes / MiB).toFixed(0)} MiB, memory ${(done.transferredBytes / MiB).toFixed(1)} MiB`);
+    } finally {
+      await cleanup(spec);
+      for (const p of copies) await b.deleteDisk(p);
     }
   });
 

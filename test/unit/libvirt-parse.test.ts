@@ -11,6 +11,9 @@ import {
   jobToStats,
   mapDomState,
   migrateArgs,
+  copyStorageUri,
+  parseMigrationUri,
+  rewriteDiskSources,
   parseBlockJob,
   parseDomainXml,
   parseDomState,
@@ -130,4 +133,29 @@ test('migrate argv: p2p, persistent, paused destination, --unsafe for shared sto
   assert.ok(migrateArgs('c', 'u', 'd', { copyStorage: true }).includes('--copy-storage-all'));
   assert.equal(bandwidthMiB(100), 1, 'at least 1 MiB/s');
   assert.equal(bandwidthMiB(1024 * MiB), 1024);
+});
+
+test('copyDisks: the destination\'s uri carries the moves, --copy-storage-all with a destination XML, memory and disk numbers apart', () => {
+  const moves = { '/a/vm-1-root.qcow2': '/b/vm-1-root.qcow2', '/a/vm-1-seed.img': '/b/vm-1-seed.img' };
+  const uri = copyStorageUri('qemu+tcp://10.252.0.2/system', moves);
+  assert.deepEqual(parseMigrationUri(uri), { destUri: 'qemu+tcp://10.252.0.2/system', moves });
+  assert.deepEqual(parseMigrationUri('qemu+tcp://10.252.0.2/system'), { destUri: 'qemu+tcp://10.252.0.2/system' });
+  assert.throws(() => parseMigrationUri('qemu+tcp://h/system#ferry-copy=!!!'), isDriverError('INVALID_ARGUMENT', /not what a libvirt destination hands out/));
+  assert.throws(() => parseMigrationUri(copyStorageUri('qemu+tcp://h/system', { 'relative.qcow2': '/b/x' })), isDriverError('INVALID_ARGUMENT', /must be an absolute path/));
+  const argv = migrateArgs('c', 'u', 'qemu+tcp://h/system', { copyStorage: true, destXmlFile: '/s/vm-1.xml' });
+  assert.ok(argv.includes('--copy-storage-all') && !argv.includes('--unsafe'));
+  assert.deepEqual(argv.slice(argv.indexOf('--xml'), argv.indexOf('--xml') + 4), ['--xml', '/s/vm-1.xml', '--persistent-xml', '/s/vm-1.xml']);
+
+  const xml = `<domain type='qemu'><name>vm-1</name><uuid>u</uuid><metadata><ferry:vm xmlns:ferry="urn:ferry:vm:1">{"vmId":"vm-1","disks":["/a/vm-1-root.qcow2"],"seedPath":"/a/vm-1-seed.img"}</ferry:vm></metadata><devices><disk type='file' device='disk'><source file='/a/vm-1-root.qcow2'/><target dev='vda' bus='virtio'/><address type='pci' slot='0x04'/></disk><disk type='file' device='cdrom'><source file='/a/vm-1-seed.img'/><target dev='hdc' bus='ide'/><readonly/></disk><controller type='usb' index='0'/></devices></domain>`;
+  const moved = parseDomainXml(rewriteDiskSources(xml, moves));
+  assert.deepEqual(moved.disks.map((d) => d.file), ['/b/vm-1-root.qcow2', '/b/vm-1-seed.img']);
+  assert.deepEqual([moved.spec?.disks, moved.spec?.seedPath], [['/b/vm-1-root.qcow2'], '/b/vm-1-seed.img'], 'ferry\'s spec follows');
+  assert.match(rewriteDiskSources(xml, moves), /<address type="pci" slot="0x04"\/>[\s\S]*<controller type="usb" index="0"\/>/, 'everything else stays, in order');
+  assert.throws(() => rewriteDiskSources(xml, { '/nope': '/b/x' }), isDriverError('INVALID_ARGUMENT', /no disk has \/nope/));
+
+  const job = parseJobInfo('Job type: 2\noperation: 5\ndata_total: 300\ndata_processed: 120\ndata_remaining: 180\ndisk_total: 200\ndisk_processed: 100\ndisk_remaining: 100\ndisk_bps: 7\nmemory_iteration: 0');
+  const st = jobToStats(job, 'active', undefined, { copyStorage: true });
+  assert.deepEqual([st.transferredBytes, st.remainingBytes, st.totalBytes], [20, 80, 100], 'memory only');
+  assert.deepEqual(st.disk, { status: 'running', copiedBytes: 100, totalBytes: 200, dirtyBytes: 100, inSync: false, transferRateBytesPerSec: 7 });
+  assert.equal(jobToStats(job, 'active').disk, undefined, 'shared storage: no disk part');
 });
