@@ -246,7 +246,7 @@ describe('libvirt driver on real libvirtd (TCG), two hosts in namespaces', { ski
       const copying = await waitFor('the disk copy under way', async () => {
         const st = await a.migrationStatus(spec.vmId);
         assert.notEqual(st.status, 'failed', st.error);
-        return st.disk && st.disk.copiedBytes > 0 && st;
+        return !!st.disk && st.disk.copiedBytes > 0 && st;
       });
       assert.ok(copying.disk!.totalBytes >= 64 * MiB && !copying.disk!.inSync, JSON.stringify(copying));
       await a.cancelMigration(spec.vmId);
