@@ -18,7 +18,7 @@ import { principalOf } from '../auth.js';
 import type { ApiContext } from '../context.js';
 import { conflict, HttpError, invalid } from '../errors.js';
 import { byIdOrName } from '../queries.js';
-import { Accepted, ErrorSchema, hostPath, idParams, VM_NAME } from '../schemas/index.js';
+import { Accepted, ErrorSchema, hostPath, idParams, tag, VM_NAME } from '../schemas/index.js';
 import { startWorkflow } from '../temporal.js';
 import { inputsTable } from '../../domain/summaries.js';
 import { findVm, newVmId } from './vms.js';
@@ -31,7 +31,7 @@ const ImportBody = z.strictObject({
   network: z.string().min(1).max(63).optional(),
   hostId: z.string().min(1).max(63).optional().describe('the host whose agent reads the package and runs the VM (default: the first host up)'),
   start: z.boolean().optional().describe('default true; false stops the VM once it has booted'),
-  tags: z.array(z.string().min(1).max(63)).max(32).optional(),
+  tags: z.array(tag).max(64).optional(),
 });
 const ExportBody = z.strictObject({
   format: z.enum(['ova', 'raw', 'qcow2', 'vhdx']),
@@ -96,6 +96,8 @@ export function v2vRoutes(app: FastifyInstance, ctx: ApiContext): void {
   r.post(
     '/v1/vms/import',
     {
+      // it starts an operation (ARCHITECTURE 4): a repeat with the same Idempotency-Key gets the first answer
+      config: { idempotent: true },
       schema: {
         tags: ['vms'],
         summary: 'Import a VM from another platform (OVA, OVF folder, or bare image + JSON descriptor) with ProvisionVm\'s import method',

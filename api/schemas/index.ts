@@ -15,7 +15,8 @@ const NAME_RULE = "lowercase letters, digits and '-', 1-63 characters, starting 
 export const safeId = (what: string) => z.string().regex(SAFE_NAME, `${what} must be ${NAME_RULE}`);
 /** A free-form identifier reference (id or name) looked up in the database; never reaches argv. */
 const ref = z.string().min(1).max(128);
-const tag = z.string().min(1).max(63).regex(/^[A-Za-z0-9][A-Za-z0-9_.:=\/-]*$/, 'tags are letters, digits and _ . : = / -');
+/** A VM or host tag (the same rule wherever a tag is given). */
+export const tag = z.string().min(1).max(63).regex(/^[A-Za-z0-9][A-Za-z0-9_.:=\/-]*$/, 'tags are letters, digits and _ . : = / -');
 /** A host path handed to the hypervisor host: absolute, no `..`, no control characters. */
 export const hostPath = z
   .string()
