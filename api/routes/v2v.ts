@@ -17,11 +17,10 @@ import { SA, type ImportVmInput, type ProvisionInput } from '../../workflows/def
 import { principalOf } from '../auth.js';
 import type { ApiContext } from '../context.js';
 import { conflict, HttpError, invalid } from '../errors.js';
-import { byIdOrName } from '../queries.js';
 import { Accepted, ErrorSchema, hostPath, idParams, tag, VM_NAME } from '../schemas/index.js';
 import { startWorkflow } from '../temporal.js';
 import { inputsTable } from '../../domain/summaries.js';
-import { findVm, newVmId } from './vms.js';
+import { findVm, networkOf, newVmId } from './vms.js';
 
 const GiB = 1024 ** 3;
 
@@ -108,14 +107,7 @@ export function v2vRoutes(app: FastifyInstance, ctx: ApiContext): void {
     async (req, reply) => {
       const b = req.body;
       const em = ctx.db.em();
-      let network: Network | null;
-      if (b.network !== undefined) {
-        network = await byIdOrName(em, Network, b.network);
-        if (!network) throw invalid('network', `network ${b.network} does not exist`);
-      } else {
-        network = (await em.find(Network, {}, { orderBy: { createdAt: 'asc', id: 'asc' }, limit: 1 }))[0] ?? null;
-        if (!network) throw invalid('network', 'no network exists yet; create one with POST /v1/networks');
-      }
+      const network = await networkOf(em, b.network);
       if (b.name !== undefined && (await em.findOne(Vm, { name: b.name, state: { $ne: 'deleted' } }))) throw conflict(`a VM named ${b.name} exists`, { field: 'name' });
       const host = await chooseHost(em, b.hostId, network);
       const vmId = newVmId();

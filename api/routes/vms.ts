@@ -45,6 +45,18 @@ export async function findVm(em: Em, ref: string): Promise<Vm> {
   return vm;
 }
 
+/** The network a new VM joins: the one named (id or name), else the first created; 422 naming `network` otherwise. */
+export async function networkOf(em: Em, ref: string | undefined): Promise<Network> {
+  if (ref !== undefined) {
+    const network = await byIdOrName(em, Network, ref);
+    if (!network) throw invalid('network', `network ${ref} does not exist`);
+    return network;
+  }
+  const first = (await em.find(Network, {}, { orderBy: { createdAt: 'asc', id: 'asc' }, limit: 1 }))[0];
+  if (!first) throw invalid('network', 'no network exists yet; create one with POST /v1/networks');
+  return first;
+}
+
 export function vmRoutes(app: FastifyInstance, ctx: ApiContext): void {
   const r = app.withTypeProvider<ZodTypeProvider>();
   const errors = { 400: ErrorSchema, 404: ErrorSchema, 409: ErrorSchema, 422: ErrorSchema };
@@ -284,14 +296,7 @@ async function checkProvision(em: Em, b: VmCreate): Promise<{ source: ProvisionS
     source = { kind: 'iso', isoPath: b.iso! };
   }
 
-  let network: Network | null;
-  if (b.network !== undefined) {
-    network = await byIdOrName(em, Network, b.network);
-    if (!network) throw invalid('network', `network ${b.network} does not exist`);
-  } else {
-    network = (await em.find(Network, {}, { orderBy: { createdAt: 'asc', id: 'asc' }, limit: 1 }))[0] ?? null;
-    if (!network) throw invalid('network', 'no network exists yet; create one with POST /v1/networks');
-  }
+  const network = await networkOf(em, b.network);
 
   const hosts = await em.find(Host, {});
   if (hosts.length === 0) throw invalid('hostId', 'no host is registered; register one with POST /v1/hosts');
