@@ -5,8 +5,7 @@ import { answer } from '../client.js';
 import { flag, type Command, type Ctx } from '../command.js';
 import { intInRange } from '../flags.js';
 import { printJson } from '../output.js';
-
-const TAIL_MAX = 10_000;
+import { CONSOLE_TAIL_DEFAULT, CONSOLE_TAIL_MAX } from '../../domain/console.js';
 
 async function read(c: Ctx, id: string, tail: number) {
   return answer(c.api.client.GET('/v1/vms/{id}/console', { params: { path: { id }, query: { tail } } }));
@@ -21,7 +20,7 @@ export const vmConsoleCommands: Command[] = [
     options: { tail: { type: 'string' }, follow: { type: 'boolean' } },
     run: async (c) => {
       const id = c.args[0]!;
-      const tail = intInRange('tail', flag(c, 'tail'), 1, TAIL_MAX) ?? 100;
+      const tail = intInRange('tail', flag(c, 'tail'), 1, CONSOLE_TAIL_MAX) ?? CONSOLE_TAIL_DEFAULT;
       let last = await read(c, id, tail);
       if (c.json && !c.opts.follow) return printJson(c, last);
       if (!c.opts.follow) {
