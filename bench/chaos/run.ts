@@ -229,12 +229,40 @@ export async function runOnce(rig: Rig, seed: number, log: (l: string) => void =
 /** One line per operation of the run: what the analysis of a violation starts from. */
 async function diagnose(rig: Rig, since: Date): Promise<string[]> {
   const ops = await rig.db.em().find(Operation, { startedAt: { $gte: since } }, { orderBy: { startedAt: 'asc' } });
-  return ops.map((o) => {
+  const histories = new Map<string, string>();
+  for (const o of ops) histories.set(o.id, await historySummary(rig, o.workflowId, o.runId).catch((e) => `unreadable: ${(e as Error).message.slice(0, 100)}`));
+  // when the leftovers were written, against when their operation ended (a write after the end
+  // is a late execution of a step, after its compensation ran)
+  const leftovers = [
+    ...(await rig.db.em().find(Allocation, { kind: 'reservation' })).map((a) => `reservation ${a.id} of ${a.vmId} on ${a.hostId} for operation ${a.operationId ?? '-'} created ${a.createdAt.toISOString()}`),
+    ...(await rig.db.em().find(Vm, { state: 'migrating' })).map((v) => `vm ${v.id} migrating on ${v.hostId ?? '-'}, row updated ${v.updatedAt.toISOString()}`),
+  ];
+  return [...leftovers, ...ops.map((o) => {
     const d = (o.details ?? {}) as { failedStage?: string; compensations?: { name: string; ok: boolean; attempts: number; error?: string }[]; decisions?: { action: string; reason: string }[] };
     const failed = (d.compensations ?? []).filter((c) => !c.ok).map((c) => `${c.name} x${c.attempts}: ${c.error ?? ''}`.slice(0, 300));
     const decisions = (d.decisions ?? []).map((x) => x.action).join(',');
-    return `${o.id} ${o.kind}/${o.subkind ?? ''} ${o.vmId ?? '-'} ${o.sourceHostId ?? ''}->${o.targetHostId ?? ''} ${o.state} stage ${o.stage ?? '-'}${d.failedStage ? ` failed at ${d.failedStage}` : ''}${o.error ? ` error: ${o.error.slice(0, 300)}` : ''}${decisions ? ` decisions: ${decisions}` : ''}${failed.length ? ` FAILED COMPENSATIONS: ${failed.join(' | ')}` : ''}`;
-  });
+    const h = histories.get(o.id);
+    return `${o.id} ${o.kind}/${o.subkind ?? ''} ${o.vmId ?? '-'} ${o.sourceHostId ?? ''}->${o.targetHostId ?? ''} ${o.state} stage ${o.stage ?? '-'}${d.failedStage ? ` failed at ${d.failedStage}` : ''}${o.error ? ` error: ${o.error.slice(0, 300)}` : ''}${decisions ? ` decisions: ${decisions}` : ''}${failed.length ? ` FAILED COMPENSATIONS: ${failed.join(' | ')}` : ''}${h ? ` history: ${h}` : ''} ended ${o.endedAt?.toISOString() ?? '-'}`;
+  })];
+}
+
+/**
+ * What a workflow's history says about retries the Operation record does not show: workflow
+ * tasks that timed out or failed (a local activity of a timed-out task runs again, and its first
+ * execution may still be going), activity timeouts and failures.
+ */
+async function historySummary(rig: Rig, workflowId: string, runId?: string | null): Promise<string> {
+  const history = await rig.client.workflow.getHandle(workflowId, runId ?? undefined).fetchHistory();
+  const n: Record<string, number> = {};
+  let markers = 0;
+  for (const e of history.events ?? []) {
+    if (e.workflowTaskTimedOutEventAttributes) n[`wft-timed-out-${e.workflowTaskTimedOutEventAttributes.timeoutType ?? ''}`] = (n[`wft-timed-out-${e.workflowTaskTimedOutEventAttributes.timeoutType ?? ''}`] ?? 0) + 1;
+    if (e.workflowTaskFailedEventAttributes) n['wft-failed'] = (n['wft-failed'] ?? 0) + 1;
+    if (e.activityTaskTimedOutEventAttributes) n['activity-timed-out'] = (n['activity-timed-out'] ?? 0) + 1;
+    if (e.activityTaskFailedEventAttributes) n['activity-failed'] = (n['activity-failed'] ?? 0) + 1;
+    if (e.markerRecordedEventAttributes) markers++;
+  }
+  return `${history.events?.length ?? 0} events, ${markers} local-activity markers${Object.keys(n).length ? `, ${Object.entries(n).map(([k, v]) => `${k} ${v}`).join(', ')}` : ''}`;
 }
 
 async function openWorkflows(rig: Rig, since: Date): Promise<number> {
