@@ -6,6 +6,7 @@ import { Allocation, Network, Template, Vm, type OperationKind, type OperationSt
 import * as capacity from '../db/repositories/capacity.js';
 import * as ipam from '../db/repositories/ipam.js';
 import * as operations from '../db/repositories/operations.js';
+import { retireVm } from '../db/repositories/vms.js';
 import { acquireMigrationSlots, hostCandidates, releaseMigrationSlots, vmSpecOf } from './queries.js';
 import type { DiskSource, VmSpec } from '../domain/hypervisor.js';
 import type { CreateTemplateInput, LifecycleAction, ProvisionInput } from '../workflows/definitions.js';
@@ -257,13 +258,7 @@ export function createControlActivities(deps: ControlActivityDeps) {
       await em.transactional(async (tx) => {
         const vm = await tx.findOneOrFail(Vm, { id: input.vmId });
         if (input.action === 'delete') {
-          await capacity.release(tx, { vmId: input.vmId });
-          if (vm.networkId) await ipam.releaseIp(tx, { vmId: input.vmId, networkId: vm.networkId });
-          vm.state = 'deleted';
-          vm.hostId = null;
-          vm.ip = null;
-          // free the name for reuse: deleted VMs keep their record under a tombstone name
-          vm.name = `${vm.name}.deleted.${vm.id}`.slice(0, 250);
+          await retireVm(tx, vm);
         } else {
           vm.state = input.state as typeof vm.state;
         }

@@ -14,12 +14,11 @@
  */
 import type { Db, Em } from '../orm.js';
 import { emOf } from '../orm.js';
-import { Allocation, Drift, Operation, Vm, type DriftKind, type VmState } from '../entities.js';
+import { Allocation, Drift, Operation, Vm, type DriftKind } from '../entities.js';
 import { ConflictError, NotFoundError, ValidationError } from '../errors.js';
 import { inventoryStateOf, type DriftFinding } from '../../domain/drift.js';
 import { SAFE_NAME } from '../../domain/names.js';
-import { release } from './capacity.js';
-import { releaseIp } from './ipam.js';
+import { retireVm } from './vms.js';
 import { newId, retryTransient } from './util.js';
 
 const MiB = 1024 ** 2;
@@ -201,16 +200,8 @@ async function placedVm(tx: Em, d: Drift): Promise<Vm> {
 
 async function forget(tx: Em, d: Drift): Promise<Vm> {
   const vm = await placedVm(tx, d);
-  await release(tx, { vmId: vm.id });
-  if (vm.networkId) await releaseIp(tx, { vmId: vm.id, networkId: vm.networkId });
-  Object.assign(vm, {
-    state: 'deleted' as VmState,
-    error: `lost: missing on host ${d.hostId}`,
-    hostId: null,
-    ip: null,
-    // free the name for reuse, as a deletion does
-    name: `${vm.name}.deleted.${vm.id}`.slice(0, 250),
-  });
+  await retireVm(tx, vm);
+  vm.error = `lost: missing on host ${d.hostId}`;
   return vm;
 }
 

@@ -6,6 +6,8 @@ import { Vm, VM_STATES, type VmState, type VmWorkload } from '../entities.js';
 import { ConflictError, NotFoundError, ValidationError } from '../errors.js';
 import { assertInt, assertOneOf, assertSafe, assertStringArray, isUniqueViolation, newId, type Page, type PageRequest } from './util.js';
 import { updateRow, listById, mustGet, definedOnly } from './rows.js';
+import { release } from './capacity.js';
+import { releaseIp } from './ipam.js';
 
 // ---- VMs --------------------------------------------------------------------------------------
 
@@ -163,4 +165,20 @@ export async function setVmState(
 /** Removes the VM row (its allocations and IPs are released by the caller's workflow). Idempotent. */
 export async function deleteVm(x: Db | Em, id: string): Promise<boolean> {
   return (await emOf(x).nativeDelete(Vm, { id })) > 0;
+}
+
+/**
+ * The VM leaves the inventory (deleted, or forgotten once lost): its reservation and IP are
+ * released, it is on no host, and its name is free for a new VM; the row stays, under the
+ * tombstone name `<name>.deleted.<id>`, for the audit trail. In the caller's transaction.
+ * Idempotent: a retry that finds the VM retired changes nothing (its name is not suffixed twice).
+ */
+export async function retireVm(tx: Em, vm: Vm): Promise<void> {
+  if (vm.state === 'deleted') return;
+  await release(tx, { vmId: vm.id });
+  if (vm.networkId) await releaseIp(tx, { vmId: vm.id, networkId: vm.networkId });
+  vm.state = 'deleted';
+  vm.hostId = null;
+  vm.ip = null;
+  vm.name = `${vm.name}.deleted.${vm.id}`.slice(0, 250);
 }

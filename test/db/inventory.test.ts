@@ -3,7 +3,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { OptimisticLockError } from '@mikro-orm/core';
-import { Vm } from '../../db/entities.js';
+import { Allocation, Vm } from '../../db/entities.js';
 import { ConflictError, NotFoundError, ValidationError } from '../../db/errors.js';
 import { reserve } from '../../db/repositories/capacity.js';
 import {
@@ -18,6 +18,7 @@ import {
   listHostsWithUsage,
   listTemplates,
   listVms,
+  retireVm,
   setHostMaintenance,
   setVmState,
   updateHost,
@@ -146,6 +147,18 @@ for (const kind of dbKinds()) {
       assert.deepEqual((await listTemplates(t.db, { department: 'infra' })).items.map((x) => x.id), ['tpl-deb']);
       assert.equal(await deleteTemplate(t.db, 'tpl-alp'), true);
       assert.equal(await deleteTemplate(t.db, 'tpl-alp'), false);
+    });
+
+    it('retireVm releases the reservation, frees the name under a tombstone, and a retry changes nothing', async () => {
+      await createVm(t.db, { id: 'vm-old', name: 'old-1', hostId: 'host-a', cpus: 1, memoryMiB: 512, diskGiB: 5, state: 'stopped' });
+      await reserve(t.db, { hostId: 'host-a', vmId: 'vm-old', cpus: 1, memoryMiB: 512, diskGiB: 5, datastoreId: 'ds-1', operationId: 'op-old', kind: 'vm' });
+      for (let attempt = 0; attempt < 2; attempt++) {
+        await t.db.em().transactional(async (tx) => retireVm(tx, await tx.findOneOrFail(Vm, { id: 'vm-old' })));
+      }
+      const vm = await getVm(t.db, 'vm-old');
+      assert.deepEqual({ state: vm.state, hostId: vm.hostId, name: vm.name }, { state: 'deleted', hostId: null, name: 'old-1.deleted.vm-old' });
+      assert.equal(await t.db.em().count(Allocation, { vmId: 'vm-old' }), 0);
+      assert.equal((await createVm(t.db, { name: 'old-1', cpus: 1, memoryMiB: 512, diskGiB: 5 })).name, 'old-1', 'the name is free again');
     });
   });
 }
