@@ -79,17 +79,13 @@ interface ImgInfo {
   'format-specific'?: { type?: string; data?: { 'create-type'?: string; extents?: Array<{ filename?: string }> } };
 }
 
-export async function sha256File(file: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const chunk of createReadStream(file)) h.update(chunk as Buffer);
-  return h.digest('hex');
-}
-
 async function digestFile(file: string, algorithm: 'sha1' | 'sha256' | 'sha512'): Promise<string> {
   const h = createHash(algorithm);
   for await (const chunk of createReadStream(file)) h.update(chunk as Buffer);
   return h.digest('hex');
 }
+
+const sha256File = (file: string): Promise<string> => digestFile(file, 'sha256');
 
 /** Heartbeats every 2 s while `work` runs (long converts and hashes), so cancellation reaches it. */
 async function beating<T>(what: string, work: () => Promise<T>): Promise<T> {
