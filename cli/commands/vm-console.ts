@@ -1,6 +1,7 @@
 // ferry vms console <vm> [--tail N] [--follow]: the guest's serial console from the host that runs
 // it now (GET /v1/vms/{id}/console). --follow polls once a second and prints what the guest wrote
-// since, and says when the console moved to another host (a live migration's switchover).
+// since, and says when the console moved to another host (a live migration's switchover) or
+// began again (the VM's process restarted).
 import { answer } from '../client.js';
 import { flag, type Command, type Ctx } from '../command.js';
 import { intInRange } from '../flags.js';
@@ -44,6 +45,10 @@ export const vmConsoleCommands: Command[] = [
         const now = await read(c, id, tail);
         if (now.hostId !== last.hostId) {
           write(`${atLineStart ? '' : '\n'}--- ${id}: console now on ${now.hostId} (was ${last.hostId}) ---\n`);
+          write(now.lines.join('\n'));
+        } else if (now.size < last.size) {
+          // the log began again (QEMU truncates it when the VM's process starts again): a marker, then all of it
+          write(`${atLineStart ? '' : '\n'}--- ${id}: console restarted on ${now.hostId} ---\n`);
           write(now.lines.join('\n'));
         } else if (now.size > last.size) {
           const text = Buffer.from(now.lines.join('\n'));

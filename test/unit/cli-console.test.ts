@@ -1,6 +1,6 @@
 // `ferry vms console` against scripted API answers (an injected fetch): the tail is passed and
 // checked, --follow prints only what the guest wrote since the last read and says when the
-// console moved to another host (a live migration's switchover).
+// console moved to another host (a live migration's switchover) or began again (a restart).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { runCli, type CliIo } from '../../cli/main.js';
@@ -69,4 +69,17 @@ test('vms console --follow: a half line grows in place; more than the tail grew 
   );
   await assert.rejects(runCli(['vms', 'console', 'vm-1', '--follow', '--tail', '2'], t.cli), /end of script/);
   assert.equal(t.out(), 'UP\n.....\ntick 9');
+});
+
+test('vms console --follow: a log that began again (shorter than before) is said and printed whole', async () => {
+  const t = io(
+    [
+      { hostId: 'h1', lines: ['UP', 'tick 1', 'tick 2'], size: 16 },
+      { hostId: 'h1', lines: ['UP'], size: 2 },
+      { hostId: 'h1', lines: ['UP', 'tick 1'], size: 9 },
+    ],
+    3,
+  );
+  await assert.rejects(runCli(['vms', 'console', 'vm-1', '--follow'], t.cli), /end of script/);
+  assert.equal(t.out(), 'UP\ntick 1\ntick 2\n--- vm-1: console restarted on h1 ---\nUP\ntick 1');
 });
