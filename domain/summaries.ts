@@ -15,10 +15,21 @@ export interface MigrateSummaryInput {
   policy?: string;
 }
 
+const vmLabel = (i: { vmId: string; vmName?: string }) => (i.vmName && i.vmName !== i.vmId ? `${i.vmName} (${i.vmId})` : i.vmId);
+
 /** `live-migrate vm-demo-04 host-d → host-a (policy default)`; an unknown end reads `?` / `(planner picks)`. */
 export function liveMigrateSummary(i: MigrateSummaryInput): string {
-  const vm = i.vmName && i.vmName !== i.vmId ? `${i.vmName} (${i.vmId})` : i.vmId;
-  return `live-migrate ${vm} ${i.sourceHostId ?? '?'} → ${i.targetHostId ?? '(planner picks)'} (policy ${i.policy ?? 'default'})`;
+  return `live-migrate ${vmLabel(i)} ${i.sourceHostId ?? '?'} → ${i.targetHostId ?? '(planner picks)'} (policy ${i.policy ?? 'default'})`;
+}
+
+/** `cold-migrate web-1 (vm-1) h1 → h2 (datastore local-h2)`; `(auto)` when kind auto chose it. */
+export function coldMigrateSummary(i: Omit<MigrateSummaryInput, 'policy'> & { targetDatastoreId?: string; auto?: boolean }): string {
+  return `cold-migrate ${vmLabel(i)} ${i.sourceHostId ?? '?'} → ${i.targetHostId ?? '(planner picks)'}${i.targetDatastoreId ? ` (datastore ${i.targetDatastoreId})` : ''}${i.auto ? ' (auto)' : ''}`;
+}
+
+/** `storage-migrate web-1 (vm-1) on h1 → datastore local-h1` */
+export function storageMigrateSummary(i: { vmId: string; vmName?: string; hostId?: string; targetDatastoreId: string }): string {
+  return `storage-migrate ${vmLabel(i)} on ${i.hostId ?? '?'} → datastore ${i.targetDatastoreId}`;
 }
 
 export interface ProvisionSummaryInput {

@@ -9,6 +9,7 @@ import type { ApiContext } from '../context.js';
 import { conflict, invalid } from '../errors.js';
 import { KNOB_FIELDS, type MigrationCreate } from '../schemas/index.js';
 import { startWorkflow, webUiUrl } from '../temporal.js';
+import { coldMigrateSummary } from '../../domain/summaries.js';
 
 const MiB = 1024 * 1024;
 /** fields of a live migration's convergence policy: meaningless for a powered-off copy */
@@ -54,6 +55,7 @@ export async function startColdMigration(ctx: ApiContext, vm: Vm, b: MigrationCr
     workflowType: 'coldMigrate',
     workflowId,
     args: [input],
+    staticSummary: coldMigrateSummary({ vmId: vm.id, vmName: vm.name, sourceHostId: vm.hostId, targetHostId: b.targetHostId, targetDatastoreId: b.targetDatastoreId, auto: auto !== undefined }),
     searchAttributes: [
       { key: SA.VmId, value: vm.id },
       { key: SA.SourceHost, value: vm.hostId },

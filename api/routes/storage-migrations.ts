@@ -10,6 +10,7 @@ import type { ApiContext } from '../context.js';
 import { conflict, invalid } from '../errors.js';
 import { KNOB_FIELDS, type MigrationCreate } from '../schemas/index.js';
 import { startWorkflow, webUiUrl } from '../temporal.js';
+import { storageMigrateSummary } from '../../domain/summaries.js';
 
 const MiB = 1024 * 1024;
 const NOT_FOR_STORAGE = ['policy', 'maxDowntimeMs', 'approveSwitchover', 'force', 'start', 'flatten', 'shutdownTimeoutMs', 'allowCold', ...KNOB_FIELDS] as const;
@@ -46,6 +47,7 @@ export async function startStorageMigration(ctx: ApiContext, vm: Vm, b: Migratio
     workflowType: 'storageMigrate',
     workflowId: workflowIds.migrate(vm.id),
     args: [input],
+    staticSummary: storageMigrateSummary({ vmId: vm.id, vmName: vm.name, hostId: vm.hostId ?? undefined, targetDatastoreId: b.targetDatastoreId }),
     searchAttributes: [
       { key: SA.VmId, value: vm.id },
       { key: SA.SourceHost, value: vm.hostId! },

@@ -64,6 +64,7 @@ describe('POST /v1/vms/:id/migrations kind auto and storage', () => {
     const s = t.temporal.starts[0]!;
     assert.equal(s.workflowType, 'coldMigrate');
     assert.deepEqual((s.args[0] as { auto: unknown }).auto, res.json().auto);
+    assert.equal(s.searchAttributes.OperationSummary, 'cold-migrate off (vm-off) h1 → (planner picks) (auto)', 'the Web UI line, as for every start');
   });
 
   it('CPU-incompatible with every host: cold when allowed, else 422 listing the hosts', async () => {
@@ -91,7 +92,7 @@ describe('POST /v1/vms/:id/migrations kind auto and storage', () => {
     assert.equal(s.workflowType, 'storageMigrate');
     assert.equal(s.workflowId, 'migrate-vm-shared');
     assert.deepEqual(s.args, [{ vmId: 'vm-shared', principal: 'bootstrap-admin', targetDatastoreId: 'local-h1', maxBandwidthBytesPerSec: 100 * 1024 * 1024 }]);
-    assert.deepEqual(s.searchAttributes, { VmId: 'vm-shared', SourceHost: 'h1', TargetHost: 'h1', MigrationKind: 'storage' });
+    assert.deepEqual(s.searchAttributes, { VmId: 'vm-shared', SourceHost: 'h1', TargetHost: 'h1', MigrationKind: 'storage', OperationSummary: 'storage-migrate shared (vm-shared) on h1 → datastore local-h1' });
   });
 
   const refusals: Array<[string, Record<string, unknown>, number, string, RegExp]> = [

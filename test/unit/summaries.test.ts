@@ -4,6 +4,7 @@ import {
   activitySummary,
   activityWords,
   bytes,
+  coldMigrateSummary,
   evacuateSummary,
   inputsTable,
   liveMigrateSummary,
@@ -11,6 +12,7 @@ import {
   rebalanceSummary,
   reconcileSummary,
   seconds,
+  storageMigrateSummary,
 } from '../../domain/summaries.js';
 import { fleetDetails, migrationDetails, provisionDetails } from '../../workflows/lib/current-details.js';
 import type { FleetProgress, MigrationProgress, ProvisionProgress } from '../../workflows/definitions.js';
@@ -20,6 +22,9 @@ describe('static summaries (domain/summaries.ts)', () => {
     assert.equal(liveMigrateSummary({ vmId: 'vm-demo-04', sourceHostId: 'host-d', targetHostId: 'host-a', policy: 'default' }), 'live-migrate vm-demo-04 host-d → host-a (policy default)');
     assert.equal(liveMigrateSummary({ vmId: 'vm-1', vmName: 'web', sourceHostId: 'h1' }), 'live-migrate web (vm-1) h1 → (planner picks) (policy default)');
     assert.equal(liveMigrateSummary({ vmId: 'vm-1' }), 'live-migrate vm-1 ? → (planner picks) (policy default)');
+    assert.equal(coldMigrateSummary({ vmId: 'vm-1', vmName: 'web', sourceHostId: 'h1', targetHostId: 'h2', targetDatastoreId: 'local-h2' }), 'cold-migrate web (vm-1) h1 → h2 (datastore local-h2)');
+    assert.equal(coldMigrateSummary({ vmId: 'vm-1', sourceHostId: 'h1', auto: true }), 'cold-migrate vm-1 h1 → (planner picks) (auto)');
+    assert.equal(storageMigrateSummary({ vmId: 'vm-1', vmName: 'web', hostId: 'h1', targetDatastoreId: 'fast' }), 'storage-migrate web (vm-1) on h1 → datastore fast');
     assert.equal(
       provisionSummary({ name: 'web-1', cpus: 2, memoryMiB: 2048, source: { kind: 'template', templateId: 'tpl-1' }, templateName: 'debian-12' }),
       'provision web-1 (2 vCPU, 2048 MiB) from debian-12',
