@@ -264,6 +264,42 @@ describe('ferry CLI against a listening API', () => {
     assert.match(c.out, /migration migrate-vm-a of vm vm-a started/);
   });
 
+  it('migrate --kind cold sends the cold knobs and names the kind', async () => {
+    const c = cli();
+    assert.equal(await c.run('migrate', 'vm-a', '--kind', 'cold', '--to', 'h2', '--force', '--no-start', '--keep-chain', '--shutdown-timeout', '90'), 0, c.err);
+    const s = t.temporal.starts[0]!;
+    assert.equal(s.workflowType, 'coldMigrate');
+    const input = s.args[0] as Record<string, unknown>;
+    assert.equal(input.vmId, 'vm-a');
+    assert.equal(input.targetHostId, 'h2');
+    assert.equal(input.force, true);
+    assert.equal(input.start, false);
+    assert.equal(input.flatten, false);
+    assert.equal(input.shutdownTimeoutMs, 90_000);
+    assert.match(c.out, /^cold migration migrate-vm-a of vm vm-a started/m);
+  });
+
+  const usage: Array<[string, string[], RegExp]> = [
+    ['an unknown kind', ['--kind', 'warp'], /--kind must be one of live, cold, storage, auto, got "warp"/],
+    ['--flatten with --keep-chain', ['--kind', 'cold', '--flatten', '--keep-chain'], /--flatten and --keep-chain exclude each other/],
+    ['a shutdown timeout out of range', ['--kind', 'cold', '--shutdown-timeout', '0'], /--shutdown-timeout must be a whole number from 1 to 3600/],
+  ];
+  for (const [what, flags, msg] of usage) {
+    it(`migrate with ${what}: exit 2 naming the flag, nothing sent`, async () => {
+      const c = cli();
+      assert.equal(await c.run('migrate', 'vm-a', ...flags), 2);
+      assert.match(c.err, msg);
+      assert.equal(t.temporal.starts.length, 0);
+    });
+  }
+
+  it('migrate --kind storage without --datastore: the API names targetDatastoreId, exit 1', async () => {
+    const c = cli();
+    assert.equal(await c.run('migrate', 'vm-a', '--kind', 'storage'), 1);
+    assert.match(c.err, /targetDatastoreId/);
+    assert.equal(t.temporal.starts.length, 0);
+  });
+
   it('migrate to a host in maintenance: the API names targetHostId, exit 1', async () => {
     const c = cli();
     assert.equal(await c.run('migrate', 'vm-a', '--to', 'h3'), 1);
