@@ -283,6 +283,9 @@ export function createMigration(cfg: HostConfig, life: Lifecycle, virshBinary = 
       return migrationStatus(vmId);
     }
     const err = await virshError(vmId);
+    // virsh exits only after libvirt's confirm phase: a migration that completed between the state
+    // read above and here shows as shut off (migrated) now
+    if (await shutOffMigrated(vmId)) return migrationStatus(vmId);
     const last = await job(vmId, ['--completed', '--anystats']).catch(() => null);
     const base = last && last.type !== JOB_TYPE.none ? last : emptyJob();
     if (err && /operation aborted|canceled by client|cancelled/i.test(err)) return jobToStats(base, 'cancelled', err, cs);

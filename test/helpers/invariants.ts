@@ -1,10 +1,12 @@
 // The invariant checker of ARCHITECTURE.md section 6, for every test that wants it (chaos, fuzz,
-// workflows): compares the inventory database with what the simulated hypervisors hold and
-// returns every violation it finds (an empty list means consistent). Also a background sampler
+// workflows): compares the inventory database with what the hypervisors hold — the simulator's
+// snapshot, or a real driver's view (test/helpers/driver-ferry.ts: `virsh list --all` and the
+// pools' volumes on every libvirt host, the QEMU processes and datastore files of qemu hosts) —
+// and returns every violation it finds (an empty list means consistent). Also a background sampler
 // of "the guest runs on at most one host" for tests that kill things mid-migration.
 import assert from 'node:assert/strict';
 import type { Db } from '../../db/orm.js';
-import { Allocation, IpAllocation, Operation, Vm } from '../../db/entities.js';
+import { Allocation, IpAllocation, Operation, Template, Vm } from '../../db/entities.js';
 import type { Simulator } from '../../drivers/sim/index.js';
 
 export type ViolationKind =
@@ -50,17 +52,28 @@ const LIVE_DB_STATES = new Set(['running', 'migrating']);
 /** Simulator states of a copy that is neither serving nor cleanly stopped. */
 const UNSETTLED_SIM_STATES = new Set(['paused', 'postmigrate', 'incoming', 'crashed']);
 
-/** Compares inventory and simulator; returns every violation (empty = consistent). */
-export async function checkInvariants(x: { db: Db; sim: Simulator }, opts: CheckOptions = {}): Promise<Violation[]> {
+/**
+ * What the hypervisors hold, as the checker compares it: every copy of a guest on a host with its
+ * state (running, paused, postmigrate, incoming, crashed, stopped, defined) and every disk or
+ * seed file on a datastore. The simulator's snapshot is one; a real driver's view is another.
+ */
+export interface HypervisorView {
+  vms: Array<{ vmId: string; hostId: string; state: string }>;
+  disks: Array<{ path: string; datastoreId: string; kind: 'disk' | 'seed' }>;
+}
+
+/** Compares inventory and the hypervisors (simulator or a real view); returns every violation (empty = consistent). */
+export async function checkInvariants(x: { db: Db; sim: Simulator } | { db: Db; view: () => Promise<HypervisorView> }, opts: CheckOptions = {}): Promise<Violation[]> {
   const atRest = opts.atRest ?? true;
   const em = x.db.em();
-  const [vms, allocations, ips, operations] = await Promise.all([
+  const [vms, allocations, ips, operations, templates] = await Promise.all([
     em.find(Vm, {}),
     em.find(Allocation, {}),
     em.find(IpAllocation, {}),
     em.find(Operation, { state: 'running' }),
+    em.find(Template, {}),
   ]);
-  const snap = x.sim.snapshot();
+  const snap: HypervisorView = 'sim' in x ? x.sim.snapshot() : await x.view();
   const out: Violation[] = [];
   const add = (kind: ViolationKind, subject: string, message: string) => out.push({ kind, subject, message });
 
@@ -115,7 +128,8 @@ export async function checkInvariants(x: { db: Db; sim: Simulator }, opts: Check
     }
   }
 
-  const referenced = new Set<string>();
+  // template images may sit on a datastore (a real driver's view lists them)
+  const referenced = new Set<string>(templates.map((t) => t.imagePath).filter((p): p is string => !!p));
   for (const vm of vms) {
     if (vm.state === 'deleted') continue;
     for (const p of vm.diskPaths) referenced.add(p);
@@ -136,7 +150,7 @@ export function formatViolations(vs: Violation[]): string {
 }
 
 /** Fails the test with every violation listed. */
-export async function assertNoViolations(x: { db: Db; sim: Simulator }, opts?: CheckOptions): Promise<void> {
+export async function assertNoViolations(x: Parameters<typeof checkInvariants>[0], opts?: CheckOptions): Promise<void> {
   const vs = await checkInvariants(x, opts);
   assert.equal(vs.length, 0, `invariant violations:\n${formatViolations(vs)}`);
 }

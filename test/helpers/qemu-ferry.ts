@@ -5,21 +5,22 @@
 // worker and one host agent per host — in this process, or for hosts listed in `processAgents` as
 // a child process running workers/qemu-agent.ts (SIGKILL-able) — on a task-queue prefix unique to
 // this instance, against the run's Temporal dev server (test/helpers/ferry.ts temporalAddress()).
-import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
-import { NativeConnection, type Worker } from '@temporalio/worker';
-import { randomUUID } from 'node:crypto';
+// The wiring is driver-ferry.ts's startFerryRig (shared with libvirt-ferry.ts); the QemuFerry is
+// also a WorkflowFerry, the face the shared workflow test bodies (workflow-suite.ts) use.
+import type { Client, WorkflowHandle } from '@temporalio/client';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { createDb, migrateUp, type Db } from '../../db/orm.js';
-import { createQemuConsole, createQemuDriver, type QemuDatastoreConfig, type QemuDriver } from '../../drivers/qemu/index.js';
+import type { Db } from '../../db/orm.js';
+import { createQemuConsole, createQemuDriver, QmpClient, type QemuDatastoreConfig, type QemuDriver } from '../../drivers/qemu/index.js';
 import { readPidFile } from '../../drivers/qemu/process.js';
-import { seedCluster, type ClusterSpec } from '../../workers/cluster-spec.js';
-import { createControlWorker, createHostAgent, runWorkers } from '../../workers/create-worker.js';
+import type { ClusterSpec } from '../../workers/cluster-spec.js';
 import { spawnQemuAgent, type AgentProcess } from '../../workers/lab/agents.js';
-import { controlQueue, workflowIds, type LiveMigrateInput, type ProvisionInput } from '../../workflows/definitions.js';
-import { startProvision, temporalAddress } from './ferry.js';
+import type { LiveMigrateInput, ProvisionInput } from '../../workflows/definitions.js';
 import { buildGuest, readHeartbeat, type GuestImages, type GuestKind } from '../../workers/lab/guest-images.js';
-import { pidsMentioning, sweep, tempRoot } from './qemu-env.js';
+import { driverClusterSpec, forgetVm, reportedHost, startFerryRig, type WorkflowFerry } from './driver-ferry.js';
+import type { HypervisorView } from './invariants.js';
+import { filesUnder, pidsMentioning, sweep, tempRoot, waitFor } from './qemu-env.js';
+import assert from 'node:assert/strict';
 
 const MiB = 1024 ** 2;
 
@@ -54,7 +55,8 @@ export interface QemuFerryOptions {
   controlWorker?: 'in-process' | 'none';
 }
 
-export interface QemuFerry {
+export interface QemuFerry extends WorkflowFerry {
+  readonly kind: 'qemu';
   client: Client;
   db: Db;
   address: string;
@@ -93,19 +95,11 @@ export interface QemuFerry {
 
 /** The cluster spec for qemu hosts as the drivers report them. */
 export function qemuClusterSpec(hosts: Array<{ id: string; cpuModel: string; cpuFeatures: string[]; cpus: number; memoryMiB: number }>, opts: { datastoreId: string; templateId: string; imagePath: string; networkId: string; networkName: string; datastores?: Array<{ id: string; shared: boolean; hostIds: string[] }> }): ClusterSpec {
-  const ids = hosts.map((h) => h.id);
-  const datastores = opts.datastores ?? [{ id: opts.datastoreId, shared: true, hostIds: ids }];
-  return {
-    hosts: hosts.map((h) => ({ ...h, driver: 'qemu' as const, migrationAddress: '127.0.0.1' })),
-    datastores: datastores.map((d) => ({ ...d, capacityGiB: 100, throughputMiBps: 500 })),
-    templates: [{ id: opts.templateId, name: opts.templateId, os: 'ferry-test-guest', datastoreIds: datastores.map((d) => d.id), diskGiB: 1, minMemoryMiB: 64, imagePath: opts.imagePath }],
-    networks: [{ id: opts.networkId, name: opts.networkName, cidr: '10.9.0.0/24', gateway: '10.9.0.1', dns: ['10.9.0.2'], rangeStart: '10.9.0.10', rangeEnd: '10.9.0.200', hostIds: ids }],
-  };
+  const datastores = opts.datastores ?? [{ id: opts.datastoreId, shared: true, hostIds: hosts.map((h) => h.id) }];
+  return driverClusterSpec('qemu', hosts.map((h) => ({ ...h, migrationAddress: '127.0.0.1' })), { ...opts, datastores });
 }
 
 export async function startQemuFerry(opts: QemuFerryOptions = {}): Promise<QemuFerry> {
-  const address = await temporalAddress();
-  const prefix = `q${randomUUID().slice(0, 8)}-`;
   // short: QMP socket paths must stay under 108 bytes
   const root = await tempRoot('fqf-');
   const hostIds = opts.hosts ?? ['qa', 'qb'];
@@ -125,8 +119,6 @@ export async function startQemuFerry(opts: QemuFerryOptions = {}): Promise<QemuF
   const networkName = 'qnet';
   const guest = await buildGuest(opts.guest ?? { kind: 'dirty', dirtyBytes: 16 * MiB });
   const databaseUrl = path.join(root, 'ferry.sqlite');
-  const db = await createDb({ databaseUrl, dataDir: root });
-  await migrateUp(db);
 
   const driverOptions = (h: QemuHost) => ({ hostId: h.id, stateDir: h.stateDir, datastores: datastoresOf(h.id), networks: [networkName], portRange: h.portRange, cpus: 4, memoryBytes: 4096 * MiB });
   const drivers = new Map<string, QemuDriver>();
@@ -135,24 +127,23 @@ export async function startQemuFerry(opts: QemuFerryOptions = {}): Promise<QemuF
   const infos = [];
   for (const h of hosts) {
     const d = drivers.get(h.id) ?? createQemuDriver(driverOptions(h));
-    const info = await d.hostInfo();
+    infos.push(await reportedHost(d));
     if (!drivers.has(h.id)) await d.close();
-    infos.push({ id: h.id, cpuModel: info.cpuModel, cpuFeatures: info.cpuFeatures, cpus: info.cpus, memoryMiB: Math.floor(info.memoryBytes / MiB) });
   }
   const templateId = 'tpl-qguest';
   const networkId = 'net-q';
   const cluster = qemuClusterSpec(infos, { datastoreId: datastore.id, templateId, imagePath: opts.templateImage ?? guest.qcow2, networkId, networkName, datastores: allDatastores.map((d) => ({ id: d.id, shared: d.shared, hostIds: d.hostIds })) });
-  await seedCluster(db, undefined, cluster);
-
-  const clientConn = await Connection.connect({ address });
-  const client = new Client({ connection: clientConn, namespace: 'default' });
-  const connection = await NativeConnection.connect({ address });
-  const workers: Worker[] = opts.controlWorker === 'none' ? [] : [await createControlWorker({ connection, namespace: 'default', prefix, deps: { db } })];
-  for (const h of hosts) {
-    const d = drivers.get(h.id);
-    if (d) workers.push(await createHostAgent({ connection, namespace: 'default', prefix, driver: d, pollMs: opts.pollMs ?? 20, console: createQemuConsole(h.id, h.stateDir) }));
-  }
-  const running = runWorkers(workers);
+  const rig = await startFerryRig({
+    prefixLetter: 'q',
+    databaseUrl,
+    dataDir: root,
+    cluster,
+    templateId,
+    networkId,
+    controlWorker: opts.controlWorker ?? 'in-process',
+    agents: hosts.filter((h) => drivers.has(h.id)).map((h) => ({ driver: drivers.get(h.id)!, pollMs: opts.pollMs ?? 20, console: createQemuConsole(h.id, h.stateDir) })),
+  });
+  const { client, db, address, prefix } = rig;
   const agents: AgentProcess[] = [];
   const touchedVms = new Set<string>();
 
@@ -161,8 +152,24 @@ export async function startQemuFerry(opts: QemuFerryOptions = {}): Promise<QemuF
     if (!h) throw new Error(`no qemu host ${hostId} in this ferry (hosts: ${hostIds.join(', ')})`);
     return h;
   };
+  const vmFolder = (hostId: string, vmId: string) => path.join(hostOf(hostId).stateDir, 'vms', vmId);
+
+  async function qemuProcesses(vmId: string): Promise<Array<{ hostId: string; pid: number }>> {
+    const out: Array<{ hostId: string; pid: number }> = [];
+    for (const h of hosts) {
+      const dir = path.join(h.stateDir, 'vms', vmId) + path.sep;
+      // /proc command lines (QEMU's argv names its QMP socket inside the VM's folder), so a
+      // process whose pid file was removed still counts; the pid file must agree with them
+      const pids = new Set(await pidsMentioning(dir));
+      const fromFile = await readPidFile(path.join(dir, 'qemu.pid'));
+      if (fromFile !== undefined && pids.size > 0 && !pids.has(fromFile)) throw new Error(`pid file of ${vmId} on ${h.id} says ${fromFile}, /proc says ${[...pids].join(', ')}`);
+      for (const pid of pids) out.push({ hostId: h.id, pid });
+    }
+    return out;
+  }
 
   const ferry: QemuFerry = {
+    kind: 'qemu',
     client,
     db,
     address,
@@ -170,6 +177,7 @@ export async function startQemuFerry(opts: QemuFerryOptions = {}): Promise<QemuF
     root,
     databaseUrl,
     hosts,
+    hostIds,
     datastore,
     datastoresOf,
     guest,
@@ -183,14 +191,13 @@ export async function startQemuFerry(opts: QemuFerryOptions = {}): Promise<QemuF
       return d;
     },
     host: hostOf,
-    provision(input) {
-      const vmId = input.vmId ?? `vm-${randomUUID().slice(0, 8)}`;
-      touchedVms.add(vmId);
-      return startProvision({ client, db, prefix }, { cpus: 1, memoryMiB: 64, diskGiB: 1, source: { kind: 'template', templateId, linked: true }, networkId }, { ...input, vmId });
+    provision(input: Partial<ProvisionInput> & { name: string }): Promise<WorkflowHandle> {
+      if (input.vmId) touchedVms.add(input.vmId);
+      return rig.provision(input);
     },
-    async migrate(input) {
+    async migrate(input: LiveMigrateInput) {
       touchedVms.add(input.vmId);
-      return client.workflow.start('liveMigrate', { taskQueue: controlQueue(prefix), workflowId: `${workflowIds.migrate(input.vmId)}-${prefix}-${randomUUID().slice(0, 4)}`, args: [input] });
+      return rig.migrate(input);
     },
     async spawnAgent(hostId) {
       const h = hostOf(hostId);
@@ -204,36 +211,69 @@ export async function startQemuFerry(opts: QemuFerryOptions = {}): Promise<QemuF
         FERRY_QEMU_CPUS: '4',
         FERRY_QEMU_MEMORY_MIB: '4096',
         FERRY_QEMU_POLL_MS: String(opts.pollMs ?? 20),
-        TEMPORAL_ADDRESS: address,
-        FERRY_TASK_QUEUE_PREFIX: prefix,
-        DATABASE_URL: databaseUrl,
-        FERRY_DATA_DIR: root,
-        FERRY_WORKER_METRICS: 'off',
-        FERRY_LOG_LEVEL: 'WARN',
+        ...rig.agentEnv(),
       });
       agents.push(proc);
       return proc;
     },
-    async qemuProcesses(vmId) {
-      const out: Array<{ hostId: string; pid: number }> = [];
-      for (const h of hosts) {
-        const dir = path.join(h.stateDir, 'vms', vmId) + path.sep;
-        // /proc command lines (QEMU's argv names its QMP socket inside the VM's folder), so a
-        // process whose pid file was removed still counts; the pid file must agree with them
-        const pids = new Set(await pidsMentioning(dir));
-        const fromFile = await readPidFile(path.join(dir, 'qemu.pid'));
-        if (fromFile !== undefined && pids.size > 0 && !pids.has(fromFile)) throw new Error(`pid file of ${vmId} on ${h.id} says ${fromFile}, /proc says ${[...pids].join(', ')}`);
-        for (const pid of pids) out.push({ hostId: h.id, pid });
+    qemuProcesses,
+    async copies(vmId) {
+      return (await qemuProcesses(vmId)).map((p) => p.hostId);
+    },
+    async assertNothingOn(hostId, vmId) {
+      assert.deepEqual(await filesUnder(vmFolder(hostId, vmId)), [], `nothing of ${vmId} left in ${hostId}'s state folder`);
+      assert.deepEqual(await pidsMentioning(hostOf(hostId).stateDir + path.sep), [], `no QEMU at all on ${hostId}`);
+      for (const ds of datastoresOf(hostId).filter((d) => !d.shared)) {
+        const left = (await fs.readdir(ds.path).catch(() => [] as string[])).filter((x) => x.includes(vmId));
+        assert.deepEqual(left, [], `no file of ${vmId} on ${hostId}'s datastore ${ds.id}`);
       }
-      return out;
+    },
+    async killQemu(hostId, vmId) {
+      const procs = (await qemuProcesses(vmId)).filter((p) => p.hostId === hostId);
+      assert.equal(procs.length, 1, `one QEMU of ${vmId} on ${hostId}: ${JSON.stringify(procs)}`);
+      process.kill(procs[0]!.pid, 'SIGKILL');
+    },
+    async guestDiskIo(hostId, vmId, command) {
+      await ferry.driver(hostId).hmp(vmId, `qemu-io disk0 "${command}"`);
+    },
+    async assertNoDiskJobs(hostId, vmId) {
+      assert.deepEqual(await ferry.driver(hostId).qmp(vmId, 'query-block-jobs'), [], 'no block job left on the VM');
+    },
+    async convergeWithoutAgent(hostId, vmId) {
+      // the agent's QMP session died with it: a client of our own on the VM's socket. Once the
+      // remainder fits, QEMU pauses the source at pre-switchover and waits for a continue that only
+      // the agent's event handler sends: the restarted agent must notice and continue
+      const qmp = await QmpClient.connect(path.join(vmFolder(hostId, vmId), 'qmp.sock'), { connectTimeoutMs: 5000 });
+      try {
+        assert.equal((await qmp.execute<{ status: string }>('query-migrate')).status, 'active');
+        await qmp.execute('migrate-set-parameters', { 'max-bandwidth': 1024 * MiB, 'downtime-limit': 500 });
+        await waitFor('the source paused at pre-switchover with no agent', async () => (await qmp.execute<{ status: string }>('query-migrate')).status === 'pre-switchover', 60_000);
+      } finally {
+        qmp.close();
+      }
+    },
+    async view(): Promise<HypervisorView> {
+      const vms: HypervisorView['vms'] = [];
+      for (const h of hosts) {
+        for (const vmId of await fs.readdir(path.join(h.stateDir, 'vms')).catch(() => [] as string[])) {
+          const pids = await pidsMentioning(path.join(h.stateDir, 'vms', vmId) + path.sep);
+          // a live QEMU counts as running (its run state needs the agent's QMP session); a folder
+          // without one is a VM defined here and stopped
+          for (const _ of pids) vms.push({ vmId, hostId: h.id, state: 'running' });
+          if (pids.length === 0) vms.push({ vmId, hostId: h.id, state: 'stopped' });
+        }
+      }
+      const disks: HypervisorView['disks'] = [];
+      for (const ds of allDatastores) {
+        for (const f of await fs.readdir(ds.path).catch(() => [] as string[])) disks.push({ path: path.join(ds.path, f), datastoreId: ds.id, kind: f.includes('-seed') ? 'seed' : 'disk' });
+      }
+      return { vms, disks };
     },
     heartbeat(hostId, vmId) {
       const d = ferry.driver(hostId);
       return readHeartbeat((c) => d.hmp(vmId, c));
     },
-    vmFolder(hostId, vmId) {
-      return path.join(hostOf(hostId).stateDir, 'vms', vmId);
-    },
+    vmFolder,
     async destroyEverywhere(vmId) {
       for (const h of hosts) {
         const d = drivers.get(h.id);
@@ -252,15 +292,13 @@ export async function startQemuFerry(opts: QemuFerryOptions = {}): Promise<QemuF
           if (f.startsWith(`${vmId}-`) || f.startsWith(`.${vmId}-`)) await fs.rm(path.join(ds.path, f), { force: true });
         }
       }
+      await forgetVm(db, vmId);
     },
     async close() {
       for (const a of agents) await a.kill('SIGKILL').catch(() => undefined);
       for (const vmId of touchedVms) await ferry.destroyEverywhere(vmId).catch(() => undefined);
-      await running.stop().catch(() => undefined);
+      await rig.close();
       for (const d of drivers.values()) await d.close();
-      await connection.close().catch(() => undefined);
-      await clientConn.close().catch(() => undefined);
-      await db.close();
       // anything still running under the root (a QEMU the test lost track of) dies here
       await sweep(root);
     },

@@ -1,10 +1,14 @@
 // The libvirt driver against REAL libvirt 9 + QEMU (TCG): two libvirtd "hosts" of the libvirt lab
 // (workers/lab/libvirt-lab.ts: each in its own network, mount and UTS namespace, distinct host
-// UUIDs, a shared pool). Lifecycle, disks and seed as volumes, a live migration lv1 -> lv2 over
-// p2p TCP between the namespaces while the guest dirties memory (its counter continues on lv2,
-// the domain ends on exactly one daemon), and a cancel during pre-copy (domjobabort) that leaves it
-// running on lv1 with nothing on lv2. The lab is torn down in `after`; skips only when libvirt
-// cannot be installed here.
+// UUIDs, a shared pool and a local pool each; the guard route checked while it runs). Lifecycle,
+// disks and seed as volumes, a live migration lv1 -> lv2 over p2p TCP between the namespaces while
+// the guest dirties memory (its counter continues on lv2, the domain ends on exactly one daemon),
+// live storage migration (blockcopy), live migration without shared storage (--copy-storage-all
+// onto lv2's local pool: cancel removes the copies; the move carries disk content, seed and
+// counter), a cancel during pre-copy (domjobabort) and a source libvirtd restarted mid pre-copy
+// that leave it running on lv1 with nothing on lv2; last, the tear-down with a VM still running
+// leaves no daemon, QEMU, namespace, route, pool or file. Skips only when libvirt cannot be
+// installed here.
 import assert from 'node:assert/strict';
 import { execa } from 'execa';
 import { after, before, describe, test } from 'node:test';
@@ -13,6 +17,8 @@ import { createLibvirtDriver, type LibvirtDriver } from '../../drivers/libvirt/i
 import { buildGuest, readHeartbeat, type GuestImages } from '../../workers/lab/guest-images.js';
 import { ensureLibvirt, startLibvirtLab, type LibvirtLab, type LibvirtLabHost } from '../../workers/lab/libvirt-lab.js';
 import { guardRouteInstalled, labNamespacesPresent } from '../../workers/lab/netns.js';
+import { alive, pidsMentioning, readPid } from '../../workers/lab/procs.js';
+import { promises as fs } from 'node:fs';
 
 const MiB = 1024 ** 2;
 const avail = await ensureLibvirt();
@@ -330,5 +336,30 @@ describe('libvirt driver on real libvirtd (TCG), two hosts in namespaces', { ski
     } finally {
       await cleanup(spec);
     }
+  });
+  test('tear-down (lab.stop) leaves no daemon, QEMU, namespace, guard route, pool or file behind, also with a VM still running', async () => {
+    await running(a); // left running on purpose: stop must end it
+    const pids: Array<{ what: string; pid: number }> = [];
+    for (const h of lab.hosts) {
+      for (const d of ['libvirtd', 'virtlogd']) {
+        const pid = await readPid(`${h.dir}/run/${d}.pid`);
+        assert.ok(pid && alive(pid), `${d} of ${h.id} runs`);
+        pids.push({ what: `${d} of ${h.id}`, pid });
+      }
+      for (const f of await fs.readdir(`${h.dir}/run/qemu`).catch(() => [] as string[])) {
+        const pid = f.endsWith('.pid') ? await readPid(`${h.dir}/run/qemu/${f}`) : undefined;
+        if (pid) pids.push({ what: `QEMU ${f} of ${h.id}`, pid });
+      }
+    }
+    assert.ok(pids.some((p) => p.what.startsWith('QEMU')), 'a QEMU runs before the tear-down');
+    const machinePools = async () => (await fs.readdir('/etc/libvirt/storage').catch(() => [] as string[])).filter((x) => x.includes('ferry'));
+    assert.deepEqual(await machinePools(), [], 'the lab never defines pools in the machine\'s own libvirt');
+    await lab.stop();
+    for (const p of pids) assert.equal(alive(p.pid), false, `${p.what} (pid ${p.pid}) is gone`);
+    assert.deepEqual(await pidsMentioning(lab.root), [], `no process mentions ${lab.root}`);
+    assert.equal(await guardRouteInstalled(lab.subnet), false, 'guard route removed');
+    assert.deepEqual(await labNamespacesPresent(lab.prefix), [], 'namespaces removed');
+    await assert.rejects(fs.access(lab.root), `${lab.root} (every host's files, pools and the shared pool) removed`);
+    assert.deepEqual(await machinePools(), [], 'no pool left in the machine\'s libvirt');
   });
 });

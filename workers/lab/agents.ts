@@ -1,6 +1,7 @@
-// A qemu host agent (workers/qemu-agent.ts) as a child process: what the lab of `npm start` runs
-// per host and what the qemu tests SIGKILL. Resolves once the agent says it is running (its
-// worker polls); rejects with everything it printed when it exits first or takes over a minute.
+// A host agent (workers/qemu-agent.ts, workers/libvirt-agent.ts) as a child process: what the lab
+// of `npm start` runs per host and what the qemu and libvirt tests SIGKILL. Resolves once the agent
+// says it is running (its worker polls); rejects with everything it printed when it exits first or
+// takes over a minute.
 import { execa, type ResultPromise } from 'execa';
 import { PROJECT_ROOT } from '../temporal-cli.js';
 
@@ -13,8 +14,10 @@ export interface AgentProcess {
   kill(signal?: NodeJS.Signals): Promise<void>;
 }
 
-export async function spawnQemuAgent(hostId: string, env: Record<string, string>, opts: { onLine?: (line: string) => void; timeoutMs?: number } = {}): Promise<AgentProcess> {
-  const child = execa(process.execPath, ['--import', 'tsx', 'workers/qemu-agent.ts'], {
+export type AgentKind = 'qemu' | 'libvirt';
+
+export async function spawnHostAgent(kind: AgentKind, hostId: string, env: Record<string, string>, opts: { onLine?: (line: string) => void; timeoutMs?: number } = {}): Promise<AgentProcess> {
+  const child = execa(process.execPath, ['--import', 'tsx', `workers/${kind}-agent.ts`], {
     cwd: PROJECT_ROOT,
     reject: false,
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -33,7 +36,7 @@ export async function spawnQemuAgent(hostId: string, env: Record<string, string>
     if (child.exitCode !== null || child.signalCode !== null || Date.now() > deadline) {
       child.kill('SIGKILL');
       await child;
-      throw new Error(`qemu agent ${hostId} did not start: ${out.trim()}`);
+      throw new Error(`${kind} agent ${hostId} did not start: ${out.trim()}`);
     }
     await new Promise((r) => setTimeout(r, 50));
   }
@@ -46,4 +49,9 @@ export async function spawnQemuAgent(hostId: string, env: Record<string, string>
       await child;
     },
   };
+}
+
+/** The qemu host agent of one lab host. */
+export function spawnQemuAgent(hostId: string, env: Record<string, string>, opts: { onLine?: (line: string) => void; timeoutMs?: number } = {}): Promise<AgentProcess> {
+  return spawnHostAgent('qemu', hostId, env, opts);
 }
