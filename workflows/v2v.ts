@@ -20,6 +20,9 @@ function v2vOn(hostId: string, long: boolean) {
     // unpacking, hashing and converting a disk: minutes per GiB at worst on a slow datastore;
     // heartbeats every 2 s carry cancellation, 30 s without one is a dead agent (retried)
     startToCloseTimeout: long ? '2 hours' : '1 minute',
+    // an agent that is down picks nothing up: fail within a minute (the API answers 503 naming
+    // the host) instead of holding the request for the 2 hours a copy may take
+    scheduleToStartTimeout: '1 minute',
     heartbeatTimeout: long ? '30 seconds' : undefined,
     retry: { maximumAttempts: 3, nonRetryableErrorTypes: NON_RETRYABLE },
     summary: long ? `V2V on ${hostId}` : `discard staged package on ${hostId}`,

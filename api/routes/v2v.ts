@@ -6,7 +6,7 @@
 // import method). Export is one host activity; the API waits for it and answers the file's
 // size and sha256.
 import { randomBytes } from 'node:crypto';
-import { ActivityFailure, ApplicationFailure, WorkflowFailedError } from '@temporalio/client';
+import { ActivityFailure, ApplicationFailure, WorkflowFailedError, TimeoutFailure } from '@temporalio/client';
 import type { FastifyInstance } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
@@ -55,7 +55,8 @@ interface Opened {
 function v2vError(e: unknown, what: string): HttpError {
   const cause = e instanceof WorkflowFailedError && e.cause instanceof ActivityFailure ? e.cause.cause : undefined;
   const app = cause instanceof ApplicationFailure ? cause : undefined;
-  const message = app?.message ?? (e as Error).message;
+  // a TimeoutFailure here is the host agent not picking the work up (scheduleToStartTimeout)
+  const message = app?.message ?? (cause instanceof TimeoutFailure ? `the host's agent did not answer (${cause.message}); is it running?` : (e as Error).message);
   switch (app?.type) {
     case 'Refused':
       return new HttpError(422, { error: 'refused', message });
