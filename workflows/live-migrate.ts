@@ -202,7 +202,8 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
   // Since the patch epoch a search attribute the run was started with (the API sets VmId,
   // MigrationKind, SourceHost and TargetHost at start) is not upserted again, and the first ones
   // travel with stage 0's Stage upsert: two or three history events fewer, same visibility.
-  const fewerUpserts = sinceEpoch();
+  const epoch = sinceEpoch();
+  const fewerUpserts = epoch;
   const carriedAttributes: SearchAttributeUpdatePair[] = [];
   const unset = (pairs: SearchAttributeUpdatePair[]) => pairs.filter((p) => workflowInfo().typedSearchAttributes.get(p.key) !== p.value);
   const upsertMissing = (pairs: SearchAttributeUpdatePair[]) => {
@@ -249,6 +250,19 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
 
     // ---------------------------------------------------------------- per-host migration slots
     saga.add('release-migration-slots', () => ctlComp.releaseMigrationSlots({ operationId }));
+    // Since the patch epoch stage 1's compensations are registered here, before the first
+    // cancel check: the slots and the reservation are LOCAL activities, and a workflow task that
+    // ran them and then timed out (a loaded worker) leaves their rows written but no marker, so
+    // the retried task may take another path (a cancel that arrived meanwhile rolls back at the
+    // slot loop) and would never register what undoes them. Both are idempotent by operation and
+    // no-ops when nothing was reserved (found by the chaos campaign: seed 1061 leaked a
+    // reservation and left its VM `migrating`).
+    const restoreInventory = () => ctlComp.restoreVmAfterRollback({ vmId: input.vmId, hostId: plan.sourceHostId });
+    const releaseReservation = () => ctlComp.releaseReservation({ operationId });
+    if (epoch) {
+      saga.add('restore-inventory', restoreInventory);
+      saga.add('release-reservation', releaseReservation);
+    }
     for (let queuedSince: number | undefined; ; ) {
       checkCancel();
       const slot = await ctl.acquireMigrationSlots({ operationId, sourceHostId: plan.sourceHostId, targetHostId: plan.targetHostId });
@@ -264,8 +278,10 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
 
     // ---------------------------------------------------------------- stage 1: reservation
     await enterStage('reservation');
-    saga.add('restore-inventory', () => ctlComp.restoreVmAfterRollback({ vmId: input.vmId, hostId: plan.sourceHostId }));
-    saga.add('release-reservation', () => ctlComp.releaseReservation({ operationId }));
+    if (!epoch) {
+      saga.add('restore-inventory', restoreInventory);
+      saga.add('release-reservation', releaseReservation);
+    }
     // settled into a value at once, so a rollback before it is awaited leaves no unhandled rejection
     const sourceCheck = overlapCheck ? A.vmStatus({ vmId: input.vmId }).then(notRunning, (err: unknown) => err) : undefined;
     await ctl.reserveMigrationTarget({ operationId, vmId: input.vmId, targetHostId: plan.targetHostId, ...(plan.copyDisks ? { targetDatastoreId: plan.targetDatastoreId } : {}) });

@@ -27,7 +27,7 @@ export function isPatched(patchId: string): boolean {
   return patched(PATCH_EPOCH) || patched(patchId);
 }
 
-/** True in runs recorded since the epoch (what the epoch itself changed: fewer search-attribute upserts). */
+/** True in runs recorded since the epoch (what the epoch itself changed: fewer search-attribute upserts in LiveMigrate, its stage-1 compensations registered before its first cancel check). */
 export function sinceEpoch(): boolean {
   return patched(PATCH_EPOCH);
 }
