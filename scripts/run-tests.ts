@@ -36,7 +36,7 @@ let code = 1;
 try {
   const r = await execa(
     process.execPath,
-    ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-timeout=600000', ...files],
+    ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-timeout=1200000', ...files],
     { cwd: PROJECT_ROOT, stdio: 'inherit', reject: false, env: { ...process.env, FERRY_TEST_TEMPORAL_ADDRESS: address } },
   );
   code = r.exitCode ?? 1;

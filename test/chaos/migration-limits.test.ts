@@ -115,7 +115,9 @@ describe('per-host migration limits', () => {
       assert.equal((await f.db.em().findOneOrFail(Vm, { id: VM_IDS[i] })).hostId, TARGETS[i]);
     }
 
-    assert.ok(sweeps >= 10, `sampled ${sweeps} times`);
+    // the sampling saw something: on loaded cores a sweep (4 queries) can take seconds, so only
+    // a few; the overlap itself is proven by maxDb and maxSim reaching 2 below
+    assert.ok(sweeps >= 3, `sampled ${sweeps} times`);
     assert.equal(maxDb, 2, 'the limit was reached (the migrations overlapped) and never passed');
     assert.equal(maxSim, 2, 'two transfers ran at once, never more');
     // from the workflows' own progress: no instant at which 3 certainly held a slot

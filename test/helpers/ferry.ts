@@ -166,7 +166,8 @@ export async function startTestFerry(
       child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
       child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
       // ready when it says so (workers polling)
-      const deadline = Date.now() + 60_000;
+      // loading tsx and ferry's modules takes seconds, over a minute on CI's busiest moments
+      const deadline = Date.now() + 180_000;
       while (!out.includes('running')) {
         if (child.exitCode !== null || Date.now() > deadline) throw new Error(`worker process did not start: ${out}`);
         await new Promise((r) => setTimeout(r, 50));
