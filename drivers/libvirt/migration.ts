@@ -83,6 +83,7 @@ export function createMigration(cfg: HostConfig, life: Lifecycle, virshBinary = 
   const recordPath = (vmId: string) => path.join(dir, `${vmId}.json`);
   const logPath = (vmId: string) => path.join(dir, `${vmId}.log`);
   const xmlPath = (vmId: string) => path.join(dir, `${vmId}.xml`);
+  const memoryStartPath = (vmId: string) => path.join(dir, `${vmId}.memory-start`);
   const copies = createCopyStorage(cfg);
 
   async function readRecord(vmId: string): Promise<MigrationRecord | undefined> {
@@ -102,6 +103,7 @@ export function createMigration(cfg: HostConfig, life: Lifecycle, virshBinary = 
     await fs.rm(recordPath(vmId), { force: true });
     await fs.rm(logPath(vmId), { force: true });
     await fs.rm(xmlPath(vmId), { force: true });
+    await fs.rm(memoryStartPath(vmId), { force: true });
   }
 
   /** Is the background virsh of this record still alive (checked by its command line, not just the pid)? */
@@ -224,6 +226,7 @@ export function createMigration(cfg: HostConfig, life: Lifecycle, virshBinary = 
     };
     await fs.mkdir(dir, { recursive: true });
     await fs.rm(logPath(vmId), { force: true });
+    await fs.rm(memoryStartPath(vmId), { force: true });
     if (moves) await fs.writeFile(xmlPath(vmId), rewriteDiskSources(await virsh.run(['dumpxml', '--migratable', dom(vmId)]), moves));
     // detached with its output in a file: the migration (driven by the source libvirtd) and this
     // client outlive an agent that is killed; a new agent reads the record, the log and libvirt
@@ -266,7 +269,7 @@ export function createMigration(cfg: HostConfig, life: Lifecycle, virshBinary = 
     }
     const j = await job(vmId);
     const cs = { copyStorage: !!rec?.moves };
-    if (isActiveOut(j)) return jobToStats(j!, activeStatus(j!), undefined, cs);
+    if (isActiveOut(j)) return rec?.moves ? copyStorageSample(vmId, rec, j!) : jobToStats(j!, activeStatus(j!));
     if (cur.state === 'postmigrate') {
       const done = await job(vmId, ['--completed', '--keep-completed']);
       return jobToStats(done && done.type === JOB_TYPE.completed ? done : emptyJob(), 'completed', undefined, cs);
@@ -277,9 +280,10 @@ export function createMigration(cfg: HostConfig, life: Lifecycle, virshBinary = 
       // and virsh is about to exit with the outcome, so wait for it rather than report a setup
       // sample whose clock went back to 0
       const started = Date.now() - rec.startedAt;
-      if (started < SETUP_GRACE_MS) return { ...jobToStats(emptyJob(), 'setup', undefined, cs), elapsedMs: started };
+      // copyDisks: the memory phase's clock has not started (see copyStorageSample)
+      if (started < SETUP_GRACE_MS) return { ...jobToStats(emptyJob(), 'setup', undefined, cs), elapsedMs: rec.moves ? 0 : started };
       for (const until = Date.now() + SETUP_GRACE_MS; Date.now() < until && (await virshAlive(rec, vmId)); ) await sleep(50);
-      if (await virshAlive(rec, vmId)) return { ...jobToStats(emptyJob(), 'setup', undefined, cs), elapsedMs: Date.now() - rec.startedAt };
+      if (await virshAlive(rec, vmId)) return { ...jobToStats(emptyJob(), 'setup', undefined, cs), elapsedMs: rec.moves ? 0 : Date.now() - rec.startedAt };
       return migrationStatus(vmId);
     }
     const err = await virshError(vmId);
@@ -290,6 +294,26 @@ export function createMigration(cfg: HostConfig, life: Lifecycle, virshBinary = 
     const base = last && last.type !== JOB_TYPE.none ? last : emptyJob();
     if (err && /operation aborted|canceled by client|cancelled/i.test(err)) return jobToStats(base, 'cancelled', err, cs);
     return jobToStats(base, 'failed', err ?? 'virsh migrate ended and the domain did not migrate', cs);
+  }
+
+  /**
+   * A copyDisks job in ferry's terms: libvirt copies the disks first and starts the memory once they
+   * are in sync. Until then the migration is in setup (the controller does not steer a disk copy,
+   * as on QEMU, where the workflow waits for the mirror before the memory starts); from then on
+   * elapsedMs is the memory phase's, on the job's own clock, so the controller's budgets count the
+   * pre-copy only and the clock never goes back.
+   */
+  async function copyStorageSample(vmId: string, rec: MigrationRecord, j: JobInfo): Promise<MigrationStats> {
+    const memoryStarted = j.iteration >= 1 || j.dataProcessed - j.diskProcessed > 0;
+    if (!memoryStarted) return { ...jobToStats(j, 'setup', undefined, { copyStorage: true }), elapsedMs: 0 };
+    // the job's time_elapsed when its memory phase was first seen, written once (its own file: the
+    // record is rewritten by setMigrationParams meanwhile)
+    const file = memoryStartPath(vmId);
+    await fs.writeFile(file, String(j.elapsedMs), { flag: 'wx' }).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== 'EEXIST') throw e;
+    });
+    const from = Number(await fs.readFile(file, 'utf8'));
+    return { ...jobToStats(j, 'active', undefined, { copyStorage: true }), elapsedMs: Math.max(0, j.elapsedMs - from) };
   }
 
   async function setMigrationParams(vmId: string, params: MigrationParams): Promise<void> {

@@ -175,8 +175,10 @@ export async function startLibvirtFerry(opts: LibvirtFerryOptions = {}): Promise
       process.kill(pid, 'SIGKILL');
     },
     async guestDiskIo(hostId, vmId, command) {
-      // libvirt names the guest's first disk by its device alias
-      await driver(hostId).hmp(vmId, `qemu-io -d virtio-disk0 "${command}"`);
+      // libvirt's -blockdev disks have no named backend: the device's QOM path names it
+      const out = await driver(hostId).hmp(vmId, `qemu-io -d /machine/peripheral/virtio-disk0/virtio-backend "${command}"`);
+      // HMP answers errors as text; qemu-io's own output goes to QEMU's stdout
+      if (out.trim()) throw new Error(`qemu-io ${command} on ${vmId}: ${out.trim()}`);
     },
     async assertNoDiskJobs(hostId, vmId) {
       const uuid = driver(hostId).domainUuid(vmId);

@@ -234,7 +234,9 @@ export async function startQemuFerry(opts: QemuFerryOptions = {}): Promise<QemuF
       process.kill(procs[0]!.pid, 'SIGKILL');
     },
     async guestDiskIo(hostId, vmId, command) {
-      await ferry.driver(hostId).hmp(vmId, `qemu-io disk0 "${command}"`);
+      const out = await ferry.driver(hostId).hmp(vmId, `qemu-io disk0 "${command}"`);
+      // HMP answers errors as text; qemu-io's own output goes to QEMU's stdout
+      if (out.trim()) throw new Error(`qemu-io ${command} on ${vmId}: ${out.trim()}`);
     },
     async assertNoDiskJobs(hostId, vmId) {
       assert.deepEqual(await ferry.driver(hostId).qmp(vmId, 'query-block-jobs'), [], 'no block job left on the VM');

@@ -529,13 +529,15 @@ export function copyDisksSuite<F extends WorkflowFerry>(o: { title: string; skip
       const { vmId, result } = await provisionOnLocal();
       try {
         const ref = await writePattern(vmId, '1M');
-        const h = await migrate({ vmId, targetHostId: b, policy: 'converge-or-abort', overrides: { maxBandwidthBytesPerSec: 4 * MiB, maxRounds: 1000 } });
+        // 8 MiB/s: the memory of a guest that rewrites 16 MiB does not converge. On libvirt the
+        // migration's bandwidth also caps the disk copy before it (1 GiB: about two minutes)
+        const h = await migrate({ vmId, targetHostId: b, policy: 'converge-or-abort', overrides: { maxBandwidthBytesPerSec: 8 * MiB, maxRounds: 1000 } });
         let last: MigrationProgress | undefined;
         await waitFor('memory pre-copy under way with the disks in sync', async () => {
           const p: MigrationProgress = (last = await h.query(migrationProgressQuery));
           assert.equal(p.state, 'running', p.error);
           return p.stage === 'pre-copy' && p.disks?.inSync === true && p.progress.transferredBytes > 0 && p;
-        }, 120_000).catch((e: Error) => assert.fail(`${e.message}: ${JSON.stringify(last)}`));
+        }, 420_000).catch((e: Error) => assert.fail(`${e.message}: ${JSON.stringify(last)}`));
         await f.killQemu(b, vmId);
         const r = await outcome(h);
         assert.equal(r.ok, false);

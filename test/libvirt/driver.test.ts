@@ -228,9 +228,11 @@ describe('libvirt driver on real libvirtd (TCG), two hosts in namespaces', { ski
     const spec = await running(a, 'local-lv1');
     const copies: string[] = [];
     try {
-      // a pattern written through the guest's own disk (HMP qemu-io on libvirt's device alias)
-      await a.hmp(spec.vmId, 'qemu-io -d virtio-disk0 "write -P 0xab 32M 4M"');
-      await a.hmp(spec.vmId, 'qemu-io -d virtio-disk0 "flush"');
+      // a pattern written through the guest's own disk (HMP qemu-io on the device's QOM path: libvirt's
+      // -blockdev disks have no named backend); HMP answers errors as text, qemu-io prints elsewhere
+      for (const c of ['write -P 0xab 32M 4M', 'flush']) assert.equal((await a.hmp(spec.vmId, `qemu-io -d /machine/peripheral/virtio-disk0/virtio-backend "${c}"`)).trim(), '');
+      const pattern = await execa('qemu-io', ['-r', '-U', '-f', 'qcow2', '-c', 'read -P 0xab 32M 4M', spec.disks[0]!], { reject: false });
+      assert.doesNotMatch(pattern.stdout, /verification failed/, 'the pattern is on the source disk');
       const disks = [];
       for (const p of [...spec.disks, spec.seedPath!]) {
         const d = (await a.diskInfo(p))!;
