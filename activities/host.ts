@@ -25,6 +25,9 @@ export interface HostActivityDeps {
   pollMs?: number;
 }
 
+/** how long confirmDestinationImage waits for an image whose last device state is still arriving */
+const INCOMING_SETTLE_MS = 15_000;
+
 function heartbeat(details?: unknown): void {
   // Outside a Temporal activity (unit tests calling the factory directly) there is no context.
   try {
@@ -345,9 +348,20 @@ export function createHostActivities(deps: HostActivityDeps) {
       return driver.vmStatus(input.vmId);
     },
 
-    /** Stage 4's precondition (on B): a consistent, complete, paused image. */
+    /**
+     * Stage 4's precondition (on B): a consistent, complete, paused image. Called once A said
+     * `completed`: B may still be loading the last device state (QEMU's runstate leaves
+     * inmigrate a moment after the source completes; with a Linux guest's devices that moment
+     * was long enough to be caught, and the rollback that followed killed the only live copy).
+     * So an image still arriving is waited for, up to INCOMING_SETTLE_MS.
+     */
     async confirmDestinationImage(input: { vmId: string }): Promise<VmRuntime> {
-      const vm = await driver.vmStatus(input.vmId);
+      let vm = await driver.vmStatus(input.vmId);
+      for (const deadline = Date.now() + INCOMING_SETTLE_MS; vm?.state === 'incoming' && Date.now() < deadline; ) {
+        heartbeat({ vmId: input.vmId, state: vm.state });
+        await pause(50);
+        vm = await driver.vmStatus(input.vmId);
+      }
       if (!vm || (vm.state !== 'paused' && vm.state !== 'running')) {
         throw failure(ErrorType.MigrationFailed, `destination ${driver.hostId} holds no complete image of ${input.vmId} (state ${vm?.state ?? 'absent'})`);
       }

@@ -6,9 +6,7 @@
 // (meta-data, user-data, network-config v2, from the FAT volume labelled "cidata" that
 // drivers/qemu/seeds.ts builds) and applies the hostname, the static address and default
 // gateway, and the SSH authorized keys, then prints each as the kernel and the file system now
-// hold it (`FERRY-NOCLOUD ...` lines on ttyS0), keeps rewriting 16 MiB of its memory (what a live
-// migration has to chase, as the boot-sector guest does) and prints a `tick N` heartbeat every
-// second: after a live migration the target's console goes on counting from where it was. The cloud
+// hold it (`FERRY-NOCLOUD ...` lines on ttyS0) and a `tick N` heartbeat every second. The cloud
 // kernel has vfat, virtio and virtio-net as modules: the initramfs carries them (and what they
 // depend on, read from each module's `depends=`) and loads them with insmod.
 //
@@ -23,7 +21,7 @@ import { execa } from 'execa';
 const MODULES = ['virtio_pci', 'virtio_blk', 'vfat', 'nls_cp437', 'nls_ascii', 'virtio_net'];
 
 export const LINUX_INIT = String.raw`#!/bin/busybox sh
-# ferry's own init (not cloud-init): applies ferry's NoCloud seed, dirties memory, then ticks.
+# ferry's own init (not cloud-init): applies ferry's NoCloud seed, then ticks.
 /bin/busybox --install -s /bin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 for m in $(cat /lib/modules/order); do insmod /lib/modules/$m.ko 2>/dev/null || echo "FERRY-INIT insmod $m failed"; done
@@ -67,12 +65,6 @@ else
   ip route | while read -r to via g _; do [ "$to" = default ] && [ "$via" = via ] && echo "FERRY-NOCLOUD gateway $g"; done
   while read -r k; do echo "FERRY-NOCLOUD ssh-key $k"; done < /root/.ssh/authorized_keys
 fi
-# what a live migration has to chase: 16 MiB of guest memory rewritten over and over (not zeros,
-# which QEMU would send as zero pages)
-yes ferry-dirty | head -c 16777216 > /tmp/pattern
-cp /tmp/pattern /tmp/dirty
-(while true; do dd if=/tmp/pattern of=/tmp/dirty bs=1048576 conv=notrunc 2>/dev/null; done) &
-echo "FERRY-INIT dirtying 16 MiB of memory in a loop"
 echo FERRY-GUEST-UP
 i=0; while true; do i=$((i+1)); echo "tick $i"; sleep 1; done
 `;

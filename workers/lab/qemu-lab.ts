@@ -35,16 +35,15 @@ export const LAB_PREFIX = 'ferrylab';
 export const LAB_SUBNET = '10.251.0.0/24';
 export const LAB_NETWORK = 'lab-net';
 export const MAX_LAB_HOSTS = 16;
-/** the fast default template of the qemu tests: the boot-sector guest that dirties 16 MiB and prints '.' */
-export const DIRTY_TEMPLATE = 'tpl-dirty';
 /**
- * The real Linux guest (workers/lab/linux-guest.ts: Debian 12's cloud kernel and busybox, from
- * Debian's packages), when they can be fetched. It has the id and name of the simulator demo's
- * Debian template (workers/cluster-spec.ts demoCluster), so the README's "Try it" runs unchanged
- * on both drivers.
+ * The fast default: the boot-sector guest that dirties 16 MiB and prints '.'. It has the id and
+ * name of the simulator demo's Debian template (workers/cluster-spec.ts demoCluster), a stand-in
+ * as the simulator's is, so the README's "Try it" runs unchanged on both drivers.
  */
-export const LINUX_TEMPLATE = 'tpl-debian-12';
-export const LINUX_TEMPLATE_NAME = 'debian-12';
+export const DIRTY_TEMPLATE = 'tpl-debian-12';
+export const DIRTY_TEMPLATE_NAME = 'debian-12';
+/** the real Linux guest (workers/lab/linux-guest.ts), when its Debian packages can be fetched */
+export const LINUX_TEMPLATE = 'tpl-linux';
 
 export interface LabConfig {
   root: string;
@@ -161,7 +160,7 @@ export function describeLab(plan: LabPlan): string[] {
       : `  lab         ${plan.hosts.length} qemu hosts on loopback 127.0.0.1 (no namespaces: ${plan.reason})`,
   ];
   for (const h of plan.hosts) lines.push(`    ${h.id}  ${h.netns ? `netns ${h.netns} ${h.migrationAddress}` : h.migrationAddress}  ports ${h.portRange.join('-')}  state ${h.stateDir}`);
-  lines.push(`    datastores ${plan.shared.id} (shared) + local-<host>; network ${LAB_NETWORK}; templates ${LINUX_TEMPLATE_NAME} (real Linux), ${DIRTY_TEMPLATE} (boot sector)`);
+  lines.push(`    datastores ${plan.shared.id} (shared) + local-<host>; network ${LAB_NETWORK}; templates ${DIRTY_TEMPLATE_NAME} (boot-sector guest, the default), ${LINUX_TEMPLATE} (real Linux)`);
   return lines;
 }
 
@@ -222,7 +221,7 @@ export async function prepareLab(plan: LabPlan, db: Db, log: (l: string) => void
   // the real Linux guest needs Debian's packages (apt-get download, cached in tools/): without
   // them the lab still runs, with the boot-sector template only
   const linux = await buildLinuxGuest(plan.toolsDir, log).catch((e: Error) => {
-    log(`ferry: no ${LINUX_TEMPLATE_NAME} template (${e.message.split('\n')[0]})`);
+    log(`ferry: no ${LINUX_TEMPLATE} template (${e.message.split('\n')[0]})`);
     return undefined;
   });
   const infos = [];
@@ -238,12 +237,20 @@ export async function prepareLab(plan: LabPlan, db: Db, log: (l: string) => void
     hosts: infos,
     datastores: datastores.map((d) => ({ ...d, capacityGiB: 100, throughputMiBps: 500 })),
     templates: [
-      { id: DIRTY_TEMPLATE, name: 'dirty-guest', os: 'ferry boot-sector guest: dirties 16 MiB, prints "." on the serial console', datastoreIds: datastores.map((d) => d.id), diskGiB: 1, minMemoryMiB: 64, imagePath: dirty.qcow2 },
+      {
+        id: DIRTY_TEMPLATE,
+        name: DIRTY_TEMPLATE_NAME,
+        os: 'stand-in for the demo\'s debian-12 (not Debian): ferry\'s boot-sector guest, dirties 16 MiB, prints "UP" then "." on the serial console',
+        datastoreIds: datastores.map((d) => d.id),
+        diskGiB: 1,
+        minMemoryMiB: 64,
+        imagePath: dirty.qcow2,
+      },
       ...(linux
         ? [{
             id: LINUX_TEMPLATE,
-            name: LINUX_TEMPLATE_NAME,
-            os: `Linux: Debian's ${linux.kernelVersion} kernel + busybox; ferry's own init reads the cloud-init NoCloud files (not cloud-init) and applies hostname, address, gateway, SSH keys, then dirties 16 MiB and prints "tick N" every second`,
+            name: 'linux-nocloud',
+            os: `Linux: Debian's ${linux.kernelVersion} kernel + busybox; ferry's own init reads the cloud-init NoCloud files (not cloud-init) and applies hostname, address, gateway, SSH keys`,
             datastoreIds: datastores.map((d) => d.id),
             diskGiB: 1,
             minMemoryMiB: 128,
