@@ -58,8 +58,39 @@ export async function hostCandidates(db: Db): Promise<HostCandidate[]> {
   });
 }
 
-/** Stages during which a live migration occupies a slot on its source and its target. */
-export const SLOT_STAGES = ['reservation', 'pre-copy', 'stop-and-copy', 'commitment', 'activation'];
+/**
+ * The stages in which a migration holds its slots on its source and its target, by kind: from
+ * the grant (which moves it to 'reservation') to its end. A cold migration holds them through
+ * its stop, copy, verify and registration too (its heaviest part; with only the live stage names
+ * it held no slot from 'stop' to 'register' and came back into 'commitment' above the limits). A
+ * storage migration stays on its host, asks for no slot and holds none, though two of its stage
+ * names ('reservation', 'commitment') are a live migration's too. A record without a subkind is a
+ * live migration (the only kind before cold and storage existed).
+ */
+export const SLOT_STAGES_BY_SUBKIND: Record<'live' | 'cold', readonly string[]> = {
+  live: ['reservation', 'pre-copy', 'stop-and-copy', 'commitment', 'activation'],
+  cold: ['reservation', 'stop', 'copy', 'verify', 'register', 'commitment', 'cleanup', 'start'],
+};
+/** Every stage in which some kind of migration holds slots. */
+export const SLOT_STAGES = [...new Set(Object.values(SLOT_STAGES_BY_SUBKIND).flat())];
+
+/** The running migrations that hold slots (a filter on Operation). */
+export const SLOT_HOLDERS = {
+  state: 'running' as const,
+  kind: 'migration' as const,
+  $or: [
+    { subkind: 'live', stage: { $in: [...SLOT_STAGES_BY_SUBKIND.live] } },
+    { subkind: null, stage: { $in: [...SLOT_STAGES_BY_SUBKIND.live] } },
+    { subkind: 'cold', stage: { $in: [...SLOT_STAGES_BY_SUBKIND.cold] } },
+  ],
+};
+
+/** Whether this operation record holds slots now. */
+export function holdsSlots(op: { kind: string; subkind?: string | null; state: string; stage?: string | null }): boolean {
+  if (op.kind !== 'migration' || op.state !== 'running' || !op.stage) return false;
+  const stages = op.subkind === 'cold' ? SLOT_STAGES_BY_SUBKIND.cold : op.subkind === 'live' || op.subkind == null ? SLOT_STAGES_BY_SUBKIND.live : [];
+  return stages.includes(op.stage);
+}
 
 /**
  * Grants a migration its per-host slots (outgoing on the source, incoming on the target) when
@@ -73,9 +104,9 @@ export async function acquireMigrationSlots(db: Db, input: { operationId: string
     try {
       return await db.em().transactional(async (em) => {
         const op = await em.findOneOrFail(Operation, { id: input.operationId });
-        if (op.state === 'running' && op.stage && SLOT_STAGES.includes(op.stage)) return { granted: true };
+        if (holdsSlots(op)) return { granted: true };
         const [source, target] = await Promise.all([em.findOneOrFail(Host, { id: input.sourceHostId }), em.findOneOrFail(Host, { id: input.targetHostId })]);
-        const holding = { state: 'running' as const, kind: 'migration' as const, stage: { $in: SLOT_STAGES }, id: { $ne: input.operationId } };
+        const holding = { ...SLOT_HOLDERS, id: { $ne: input.operationId } };
         const outgoing = await em.count(Operation, { ...holding, sourceHostId: source.id });
         const incoming = await em.count(Operation, { ...holding, targetHostId: target.id });
         if (outgoing >= source.maxOutgoingMigrations) {
@@ -101,7 +132,7 @@ export async function acquireMigrationSlots(db: Db, input: { operationId: string
 export async function releaseMigrationSlots(db: Db, input: { operationId: string }): Promise<void> {
   const em = db.em();
   const op = await em.findOne(Operation, { id: input.operationId });
-  if (op && op.stage && SLOT_STAGES.includes(op.stage) && op.state === 'running') {
+  if (op && holdsSlots(op)) {
     op.stage = 'rollback';
     await em.flush();
   }

@@ -7,7 +7,7 @@ import type { Client } from '@temporalio/client';
 import type { Db } from '../../db/orm.js';
 import { Allocation, Host, Operation } from '../../db/entities.js';
 import type { Simulator } from '../../drivers/sim/index.js';
-import { SLOT_STAGES } from '../../activities/queries.js';
+import { SLOT_HOLDERS } from '../../activities/queries.js';
 import type { Violation, ViolationKind } from './invariants.js';
 
 /** Workflow types that write an Operation record (what `unaudited-workflow` looks for). */
@@ -22,7 +22,8 @@ export async function checkCapacity(db: Db): Promise<Violation[]> {
   const [hosts, allocations, migrations] = await Promise.all([
     em.find(Host, {}),
     em.find(Allocation, {}),
-    em.find(Operation, { state: 'running', kind: 'migration', stage: { $in: SLOT_STAGES } }),
+    // the records that hold slots by ferry's own rule (a storage migration holds none)
+    em.find(Operation, SLOT_HOLDERS),
   ]);
   const out: Violation[] = [];
   for (const h of hosts) {
