@@ -4,6 +4,8 @@
 import type { Db } from '../db/orm.js';
 import { Allocation, Network, Template, Vm, type OperationKind, type OperationState } from '../db/entities.js';
 import * as capacity from '../db/repositories/capacity.js';
+import { ConflictError } from '../db/errors.js';
+import { retryTransient } from '../db/repositories/util.js';
 import * as ipam from '../db/repositories/ipam.js';
 import * as operations from '../db/repositories/operations.js';
 import { retireVm } from '../db/repositories/vms.js';
@@ -158,8 +160,9 @@ export function createControlActivities(deps: ControlActivityDeps) {
       throw failure(ErrorType.Capacity, `no host can take ${req.name} (${req.cpus} vCPU, ${req.memoryMiB} MiB, ${req.diskGiB} GiB): ${summary || 'no hosts'}`, { rejected });
     },
 
+    /** Compensation: the reservations go back, and none is made for this operation afterwards. */
     async releaseReservation(input: { operationId: string }): Promise<void> {
-      await capacity.release(db, { operationId: input.operationId });
+      await capacity.releaseForRollback(db, input.operationId);
     },
 
     // ---------------------------------------------------------------- provisioning step 3
@@ -387,10 +390,17 @@ export function createControlActivities(deps: ControlActivityDeps) {
         kind: 'reservation',
       });
       await fault('reserveMigrationTarget', { vmId: vm.id, hostId: input.targetHostId });
-      if (vm.state === 'running') {
-        vm.state = 'migrating';
-        await em.flush();
-      }
+      // marked migrating only while the operation has not rolled back: a late run of this step
+      // (after release-reservation and restore-inventory) must not leave the VM 'migrating'
+      await retryTransient(() =>
+        db.em().fork().transactional(async (tx) => {
+          if (await capacity.operationRolledBack(tx, input.operationId)) {
+            throw new ConflictError(`operation ${input.operationId} was rolled back: ${vm.id} stays as its rollback left it (a late run of its step)`, 'operation', 'state', 'rolled-back');
+          }
+          const current = await tx.findOneOrFail(Vm, { id: input.vmId });
+          if (current.state === 'running') current.state = 'migrating';
+        }),
+      );
       return { allocationId: alloc.id };
     },
 
