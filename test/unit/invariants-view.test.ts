@@ -32,7 +32,7 @@ test('a real view: consistent, then every disagreement by kind', async () => {
   try {
     await migrateUp(db);
     const base = smallCluster({ hosts: 3 });
-    const vm = (id: string, hostId: string, ip: string) => ({ id, name: id, hostId, datastoreId: 'shared', templateId: 'tpl-small', networkId: 'net1', ip, cpus: 1, memoryMiB: 512, diskGiB: 2, cpuFeatures: [] });
+    const vm = (id: string, hostId: string, ip: string) => ({ id, name: id, hostId, datastoreId: 'shared', templateId: 'tpl-small', networkId: 'net1', ip, cpus: 1, memoryMiB: 512, diskGiB: 2, cpuFeatures: [], dirtyRateMiBps: 10, writableWorkingSetMiB: 64 });
     const spec: ClusterSpec = { ...base, vms: [vm('vm-a', 'h1', '10.0.0.10'), vm('vm-b', 'h2', '10.0.0.11')] };
     await seedCluster(db, undefined, spec);
     const em = db.em();
