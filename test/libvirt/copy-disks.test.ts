@@ -6,7 +6,7 @@
 // memory pre-copy both roll back with the VM running on lv1 on its own disks and no copy on lv2.
 import { ensureLibvirt } from '../../workers/lab/libvirt-lab.js';
 import { startLibvirtFerry, type LibvirtFerry } from '../helpers/libvirt-ferry.js';
-import { copyDisksSuite } from '../helpers/workflow-suite.js';
+import { copyDisksSuite } from '../helpers/copy-disks-suite.js';
 
 const avail = await ensureLibvirt();
 const skip: string | false = avail.ok ? false : `libvirt cannot be installed here: ${avail.reason}`;

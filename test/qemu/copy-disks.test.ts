@@ -8,7 +8,7 @@
 // back: the VM runs on qa on its own disks, qb holds no process and no file of it.
 import { qemuSkipReason } from '../helpers/qemu-env.js';
 import { startQemuFerry, type QemuFerry } from '../helpers/qemu-ferry.js';
-import { copyDisksSuite } from '../helpers/workflow-suite.js';
+import { copyDisksSuite } from '../helpers/copy-disks-suite.js';
 
 copyDisksSuite<QemuFerry>({
   title: 'live migration without shared storage on real QEMU (copyDisks)',
