@@ -9,7 +9,7 @@
 // settings stop with one line naming the setting.
 import { execFile } from 'node:child_process';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -43,13 +43,18 @@ async function startWith(env: Record<string, string>) {
   }
 }
 
-test('bad lab settings stop with one line naming the setting, before anything starts', async () => {
+test('bad lab settings stop with one line naming the setting, before anything starts', async (t) => {
+  const nodeOnly = mkdtempSync(join(tmpdir(), 'ferry-nodeonly-'));
+  symlinkSync(process.execPath, join(nodeOnly, 'node'));
+  t.after(() => rmSync(nodeOnly, { recursive: true, force: true }));
   const cases: Array<[Record<string, string>, RegExp]> = [
     [{ FERRY_LAB_HOSTS: '0' }, /^ferry: FERRY_LAB_HOSTS: "0" must be a whole number of hosts in 1\.\.16$/],
     [{ FERRY_LAB_HOSTS: '50' }, /^ferry: FERRY_LAB_HOSTS: "50" must be/],
     [{ FERRY_API_PORT: '47150', FERRY_LAB_PORT_RANGE: '47100-47399' }, /^ferry: FERRY_LAB_PORT_RANGE: 47100-47399 collides with FERRY_API_PORT 47150$/],
     [{ FERRY_LAB_PORT_RANGE: '47100-47105', FERRY_LAB_HOSTS: '3' }, /^ferry: FERRY_LAB_PORT_RANGE: .*fewer than 4 ports/],
     [{ FERRY_QEMU_BINARY: '/nonexistent/qemu-system-x86_64' }, /^ferry: FERRY_QEMU_BINARY: .*QEMU is not installed/],
+    // no QEMU installed at all: a PATH that holds node and nothing else
+    [{ PATH: nodeOnly }, /^ferry: FERRY_QEMU_BINARY: "qemu-system-x86_64" does not run: QEMU is not installed/],
     [{ FERRY_LAB_SUBNET: '10.254.0.1/24' }, /^ferry: FERRY_LAB_SUBNET: .*host bits set/],
   ];
   for (const [env, want] of cases) {
