@@ -16,7 +16,6 @@ import {
   setHandler,
   sleep,
   upsertSearchAttributes,
-  workflowInfo,
 } from '@temporalio/workflow';
 import type { SearchAttributeUpdatePair } from '@temporalio/common';
 import type { MigrationStats } from '../domain/hypervisor.js';
@@ -35,6 +34,7 @@ import {
 import { activationProfile, compensationProfile, hostQuickProfile, watchProfile } from './profiles.js';
 import { Saga } from './lib/saga.js';
 import { isPatched, sinceEpoch } from './lib/patches.js';
+import { unsetAttributes, upsertAttributes } from './lib/start-attributes.js';
 import { diskProgress, mirrorUntilInSync } from './disk-mirror.js';
 import { workflowContext } from './context.js';
 import { migrationDetails } from './lib/current-details.js';
@@ -199,23 +199,12 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
     publish();
   }
 
-  // Since the patch epoch a search attribute the run was started with (the API sets VmId,
-  // MigrationKind, SourceHost and TargetHost at start) is not upserted again, and the first ones
-  // travel with stage 0's Stage upsert: two or three history events fewer, same visibility.
+  // since the patch epoch the start's search attributes are not upserted again (lib/start-attributes.ts)
+  // and what is missing travels with stage 0's Stage upsert
   const epoch = sinceEpoch();
-  const fewerUpserts = epoch;
-  const carriedAttributes: SearchAttributeUpdatePair[] = [];
-  const unset = (pairs: SearchAttributeUpdatePair[]) => pairs.filter((p) => workflowInfo().typedSearchAttributes.get(p.key) !== p.value);
-  const upsertMissing = (pairs: SearchAttributeUpdatePair[]) => {
-    const missing = fewerUpserts ? unset(pairs) : pairs;
-    if (missing.length) upsertSearchAttributes(missing);
-  };
-  const startAttributes: SearchAttributeUpdatePair[] = [
-    { key: SA.VmId, value: input.vmId },
-    { key: SA.MigrationKind, value: 'live' },
-  ];
-  if (fewerUpserts) carriedAttributes.push(...unset(startAttributes));
-  else upsertSearchAttributes(startAttributes);
+  const startAttributes: SearchAttributeUpdatePair[] = [{ key: SA.VmId, value: input.vmId }, { key: SA.MigrationKind, value: 'live' }];
+  const carriedAttributes = epoch ? unsetAttributes(startAttributes) : [];
+  if (!epoch) upsertSearchAttributes(startAttributes);
   await ctl.beginOperation({ id: operationId, workflowId: info.workflowId, runId: info.runId, kind: 'migration', subkind: 'live', vmId: input.vmId, details: { policy: policy.name, policyKnobs: policy, ...(input.auto ? { auto: input.auto } : {}) }, ...(input.principal ? { principal: input.principal } : {}) });
 
   // compensations retry 3 times on top of their activity's own retry policy, 1 s, 2 s apart
@@ -228,10 +217,8 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
     sourceHost = plan.sourceHostId;
     progress.sourceHostId = plan.sourceHostId;
     progress.targetHostId = plan.targetHostId;
-    upsertMissing([
-      { key: SA.SourceHost, value: plan.sourceHostId },
-      { key: SA.TargetHost, value: plan.targetHostId },
-    ]);
+    const hostAttributes: SearchAttributeUpdatePair[] = [{ key: SA.SourceHost, value: plan.sourceHostId }, { key: SA.TargetHost, value: plan.targetHostId }];
+    upsertAttributes(hostAttributes, epoch);
     await ctl.updateOperation({ id: operationId, sourceHostId: plan.sourceHostId, targetHostId: plan.targetHostId, details: { plan: { copyDisks: plan.copyDisks, rejected: plan.rejected } } });
     const A = on(plan.sourceHostId);
     const AComp = on(plan.sourceHostId, compensationProfile);
@@ -250,13 +237,10 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
 
     // ---------------------------------------------------------------- per-host migration slots
     saga.add('release-migration-slots', () => ctlComp.releaseMigrationSlots({ operationId }));
-    // Since the patch epoch stage 1's compensations are registered here, before the first
-    // cancel check: the slots and the reservation are LOCAL activities, and a workflow task that
-    // ran them and then timed out (a loaded worker) leaves their rows written but no marker, so
-    // the retried task may take another path (a cancel that arrived meanwhile rolls back at the
-    // slot loop) and would never register what undoes them. Both are idempotent by operation and
-    // no-ops when nothing was reserved (found by the chaos campaign: seed 1061 leaked a
-    // reservation and left its VM `migrating`).
+    // Since the patch epoch stage 1's compensations are registered before the first cancel
+    // check: a workflow task that ran the slot and reservation local activities and then timed
+    // out leaves their rows but no markers, and its retry may roll back here (a cancel arrived
+    // meanwhile). Both are idempotent and no-ops when nothing was reserved (chaos seed 1061).
     const restoreInventory = () => ctlComp.restoreVmAfterRollback({ vmId: input.vmId, hostId: plan.sourceHostId });
     const releaseReservation = () => ctlComp.releaseReservation({ operationId });
     if (epoch) {
