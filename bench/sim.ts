@@ -20,7 +20,7 @@ import type { MigrationStats } from '../domain/hypervisor.js';
 import { createControlWorker, createHostAgent, runWorkers } from '../workers/create-worker.js';
 import { simFaultHook } from '../workers/main.js';
 import { startDevServer, type DevServer } from '../workers/dev-server.js';
-import { controlQueue, SA, workflowIds, type LiveMigrateInput, type MigrationResult } from '../workflows/definitions.js';
+import { controlQueue, migrationStartAttributes, workflowIds, type LiveMigrateInput, type MigrationResult } from '../workflows/definitions.js';
 import { simulatePrecopy, type PrecopyResult } from '../domain/precopy-model.js';
 import { outcome, smallCluster, startTestFerry, type TestFerry } from '../test/helpers/ferry.js';
 import type { BareActivities } from './bare-workflow.js';
@@ -201,12 +201,7 @@ export async function benchFerryVsBare(opts: FerryVsBareOptions = {}): Promise<s
         taskQueue: controlQueue(ferry.prefix),
         workflowId: `${workflowIds.migrate(vmId)}-${ferry.prefix}`,
         args: [input],
-        typedSearchAttributes: [
-          { key: SA.VmId, value: vmId },
-          { key: SA.MigrationKind, value: 'live' },
-          { key: SA.SourceHost, value: 'h1' },
-          { key: SA.TargetHost, value: 'h2' },
-        ],
+        typedSearchAttributes: migrationStartAttributes({ vmId, kind: 'live', sourceHostId: 'h1', targetHostId: 'h2' }),
       });
       const r = await outcome<MigrationResult>(handle);
       const ms = performance.now() - start;

@@ -48,6 +48,16 @@ export const SA = {
   OperationSummary: defineSearchAttributeKey('OperationSummary', SearchAttributeType.KEYWORD),
 };
 
+/** The search attributes a migration is started with (the API's; LiveMigrate does not upsert them again). */
+export function migrationStartAttributes(m: { vmId: string; kind: 'live' | 'cold' | 'storage'; sourceHostId: string; targetHostId?: string }) {
+  return [
+    { key: SA.VmId, value: m.vmId },
+    { key: SA.SourceHost, value: m.sourceHostId },
+    ...(m.targetHostId !== undefined ? [{ key: SA.TargetHost, value: m.targetHostId }] : []),
+    { key: SA.MigrationKind, value: m.kind },
+  ];
+}
+
 // ---------------------------------------------------------------- provisioning
 export type ProvisionSource =
   | { kind: 'template'; templateId: string; linked?: boolean }

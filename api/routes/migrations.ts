@@ -9,7 +9,7 @@ import { Datastore, Host, Network, Operation } from '../../db/entities.js';
 import {
   cancelMigrationSignal,
   migrationProgressQuery,
-  SA,
+  migrationStartAttributes,
   setMigrationParamsUpdate,
   switchoverUpdate,
   workflowIds,
@@ -165,12 +165,7 @@ export function migrationRoutes(app: FastifyInstance, ctx: ApiContext): void {
         // the source is known here; a target the planner picks is named in the current details
         staticSummary: liveMigrateSummary({ vmId: vm.id, vmName: vm.name, sourceHostId: vm.hostId, targetHostId: b.targetHostId, policy: b.policy }),
         staticDetails: inputsTable('live migration inputs', { ...input, vmName: vm.name, sourceHostId: vm.hostId, overrides: input.overrides }),
-        searchAttributes: [
-          { key: SA.VmId, value: vm.id },
-          { key: SA.SourceHost, value: vm.hostId },
-          ...(b.targetHostId !== undefined ? [{ key: SA.TargetHost, value: b.targetHostId }] : []),
-          { key: SA.MigrationKind, value: 'live' },
-        ],
+        searchAttributes: migrationStartAttributes({ vmId: vm.id, kind: 'live', sourceHostId: vm.hostId, ...(b.targetHostId !== undefined ? { targetHostId: b.targetHostId } : {}) }),
       });
       return reply.code(202).send({ migrationId: started.workflowId, vmId: vm.id, kind: 'live', ...(auto ? { auto } : {}), ...started });
     },

@@ -14,7 +14,7 @@ import { writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { WorkflowHandle } from '@temporalio/client';
-import { controlQueue, SA, workflowIds, type ColdMigrateInput, type LifecycleInput, type LiveMigrateInput } from '../../workflows/definitions.js';
+import { controlQueue, migrationStartAttributes, workflowIds, type ColdMigrateInput, type LifecycleInput, type LiveMigrateInput } from '../../workflows/definitions.js';
 import { historyToJSON } from './history-json.js';
 import { outcome, smallCluster, startTestFerry, stopOwnTemporal, type TestFerry } from '../helpers/ferry.js';
 
@@ -84,12 +84,7 @@ export const SCENARIOS: Scenario[] = [
         taskQueue: controlQueue(f.prefix),
         workflowId: `${workflowIds.migrate(vmId)}-${f.prefix}`,
         args: [input],
-        typedSearchAttributes: [
-          { key: SA.VmId, value: vmId },
-          { key: SA.MigrationKind, value: 'live' },
-          { key: SA.SourceHost, value: 'h1' },
-          { key: SA.TargetHost, value: 'h2' },
-        ],
+        typedSearchAttributes: migrationStartAttributes({ vmId, kind: 'live', sourceHostId: 'h1', targetHostId: 'h2' }),
       });
     },
   },
