@@ -12,7 +12,11 @@ export interface VmHomeFile {
   /** where it lives on the source host (a sim:// path for the simulator) */
   path: string;
   sizeBytes: number;
-  /** sha256 of the file's bytes (the simulator: of what it models as the file's content) */
+  /**
+   * sha256 of the file's bytes (the simulator: of what it models as the file's content); '' when
+   * the home was listed without checksums: the copy then hashes the source bytes as it reads them
+   * (ColdCopiedFile.sourceSha256) instead of a separate read pass
+   */
   sha256: string;
   /** disks */
   format?: DiskFormat;
@@ -66,7 +70,13 @@ export interface ColdCopiedFile {
   source: string;
   target: string;
   sizeBytes: number;
+  /**
+   * sha256 of the target file's bytes as read back from it: computed over them, or (a copier that
+   * compares every byte read back with the source's) the source's sha256 once all compared equal
+   */
   sha256: string;
+  /** sha256 of the source bytes the copy read (drivers that hash while copying) */
+  sourceSha256?: string;
   /** the disk was flattened: its bytes differ by design, its guest-visible content was compared */
   flattened: boolean;
   contentVerified?: boolean;
@@ -89,6 +99,15 @@ export interface ColdCopyResult {
   durationMs: number;
 }
 
+/**
+ * The source's sha256 of a copied file: the manifest's, or the one the copy computed while
+ * reading the source; both when both exist (they must agree); '' when there is none.
+ */
+export function sourceSha256Of(f: VmHomeFile, c: ColdCopiedFile): string {
+  if (f.sha256 && c.sourceSha256 !== undefined && c.sourceSha256 !== f.sha256) return `${f.sha256} != ${c.sourceSha256}`;
+  return f.sha256 || c.sourceSha256 || '';
+}
+
 /** Every file's sha256 and size equal on both sides (flattened disks: content compared by the driver). */
 export function coldCopyMismatches(manifest: VmHomeFile[], copied: ColdCopiedFile[]): string[] {
   const out: string[] = [];
@@ -98,8 +117,10 @@ export function coldCopyMismatches(manifest: VmHomeFile[], copied: ColdCopiedFil
     if (!c) out.push(`${f.path}: not copied`);
     else if (c.flattened) {
       if (!c.contentVerified) out.push(`${f.path}: flattened copy ${c.target} differs in content`);
-    } else if (c.sizeBytes !== f.sizeBytes || c.sha256 !== f.sha256) {
-      out.push(`${f.path}: ${f.sizeBytes} bytes sha256 ${f.sha256.slice(0, 12)} on the source, ${c.sizeBytes} bytes sha256 ${c.sha256.slice(0, 12)} on the target`);
+    } else {
+      const src = sourceSha256Of(f, c);
+      if (!/^[0-9a-f]{64}$/.test(src)) out.push(`${f.path}: no usable sha256 of the source (${src || 'none'})`);
+      else if (c.sizeBytes !== f.sizeBytes || c.sha256 !== src) out.push(`${f.path}: ${f.sizeBytes} bytes sha256 ${src.slice(0, 12)} on the source, ${c.sizeBytes} bytes sha256 ${c.sha256.slice(0, 12)} on the target`);
     }
   }
   return out;

@@ -112,8 +112,12 @@ export interface HypervisorDriver {
   cancelDiskMirror?(vmId: string): Promise<void>;
 
   // ---- cold migration (drivers/README.md "Cold copy") ----
-  /** source: the files of a VM's home (config, NVRAM, logs, disks, seed) with size and sha256; stop the VM first */
-  describeVmHome(vmId: string): Promise<VmHomeManifest>;
+  /**
+   * source: the files of a VM's home (config, NVRAM, logs, disks, seed) with size and sha256; stop
+   * the VM first. `checksums: false` skips the read pass that hashes them (sha256 ''): a driver
+   * whose receiveVmHome reports sourceSha256 hashes the source while copying it instead
+   */
+  describeVmHome(vmId: string, opts?: { checksums?: boolean }): Promise<VmHomeManifest>;
   /** target: copies the home onto one of this host's datastores; resumes from `resumeFrom`; verifies */
   receiveVmHome(request: ColdCopyRequest, opts?: ColdCopyOptions): Promise<ColdCopyResult>;
   /** target compensation: removes whatever receiveVmHome wrote for this request, partial or whole; idempotent */
