@@ -3,7 +3,7 @@
 import { DriverError, type VmPowerState, type VmRuntime, type VmSpec } from '../hypervisor.js';
 import { validateVmSpec } from './args.js';
 import { checkHostOffers } from './host.js';
-import { isOurProcess, sleep } from './process.js';
+import { isOurProcess } from './process.js';
 import type { VmDeps } from './processes.js';
 import type { RuntimeRecord } from './vm-store.js';
 
@@ -143,12 +143,33 @@ export function createLifecycle({ cfg, store, sessions, procs }: VmDeps) {
       }
       let rs = await runstate(vmId);
       if (rs !== 'shutdown') {
-        if (rs === 'running') await qmp(vmId, 'system_powerdown');
-        const deadline = Date.now() + opts.timeoutMs;
-        while (rs !== 'shutdown' && Date.now() < deadline) {
-          await sleep(Math.min(100, Math.max(1, deadline - Date.now())));
-          if (!(await isOurProcess(pid, store.vmPaths(vmId).qmpSocket))) break;
-          rs = await runstate(vmId).catch(() => 'gone');
+        // woken by QEMU's SHUTDOWN event (the guest powered off; -no-shutdown keeps the process)
+        // or the monitor closing, not by a poll; a check every second covers an event missed
+        // between the runstate query and the subscription
+        const c = await sessions.get(vmId);
+        let wake: (() => void) | undefined;
+        const fire = () => wake?.();
+        const offEvent = c.onEvent(fire, ['SHUTDOWN']);
+        const offClose = c.onClose(fire);
+        try {
+          if (rs === 'running') await qmp(vmId, 'system_powerdown');
+          const deadline = Date.now() + opts.timeoutMs;
+          while (rs !== 'shutdown' && Date.now() < deadline) {
+            await new Promise<void>((resolve) => {
+              const timer = setTimeout(done, Math.min(1000, Math.max(1, deadline - Date.now())));
+              function done() {
+                clearTimeout(timer);
+                wake = undefined;
+                resolve();
+              }
+              wake = done;
+            });
+            if (!(await isOurProcess(pid, store.vmPaths(vmId).qmpSocket))) break;
+            rs = await runstate(vmId).catch(() => 'gone');
+          }
+        } finally {
+          offEvent();
+          offClose();
         }
         if (rs !== 'shutdown' && rs !== 'gone' && !opts.force) {
           throw new DriverError(`vm "${vmId}" did not shut down within ${opts.timeoutMs} ms (runstate ${rs}); retry with force`, 'TIMEOUT');

@@ -20,12 +20,14 @@ describe('qemu driver lifecycle (real QEMU, TCG)', { skip: qemuSkipReason }, () 
   let drv: QemuDriver;
   let halt: GuestImages;
   let dirty: GuestImages;
+  let acpi: GuestImages;
 
   before(async () => {
     root = await tempRoot();
     drv = createQemuDriver({ hostId: 'host-a', stateDir: path.join(root, 'a') });
     halt = await buildGuest({ kind: 'halt' });
     dirty = await buildGuest({ kind: 'dirty', dirtyBytes: 64 * 4096, delay: 20000 });
+    acpi = await buildGuest({ kind: 'acpi' });
   });
 
   after(async () => {
@@ -71,6 +73,21 @@ describe('qemu driver lifecycle (real QEMU, TCG)', { skip: qemuSkipReason }, () 
     assert.ok(!(await pidsMentioning(String(pid))).includes(pid));
     assert.equal((await drv.stopVm('vm1', { timeoutMs: 10, force: true })).state, 'stopped', 'stop is idempotent');
     assert.equal((await drv.startVm('vm1')).state, 'running');
+  });
+
+  it('graceful stop: a guest that powers off on ACPI stops without force, well inside its timeout', async () => {
+    const disk = await drv.createDisk({ name: 'vm-acpi-root', datastoreId: 'local', sizeBytes: 0, source: { kind: 'template', imagePath: acpi.qcow2, linked: true } });
+    await drv.defineVm(spec('vm-acpi', [disk.path]));
+    try {
+      assert.equal((await drv.startVm('vm-acpi')).state, 'running');
+      await waitFor('the acpi guest to arm its power button', async () => (await readHeartbeat((c) => drv.hmp('vm-acpi', c))) === HALT_MAGIC);
+      // not forced: only the guest's own power-off can end this stop before its (long) timeout
+      const stopped = await drv.stopVm('vm-acpi', { timeoutMs: 120_000, force: false });
+      assert.equal(stopped.state, 'stopped');
+      assert.deepEqual(await pidsMentioning(drv.vmPaths('vm-acpi').qmpSocket), [], 'its QEMU is gone');
+    } finally {
+      await drv.destroyVm('vm-acpi');
+    }
   });
 
   it('a new driver instance on the same stateDir re-attaches to the running VM', async () => {

@@ -2,7 +2,11 @@
 // padded to 1 MiB. It switches to 32-bit protected mode, prints "UP" on COM1, then either
 //   - dirty: loops touching one dword in every 4 KiB page of [START, END), increments a heartbeat
 //     at guest-physical 0x500 per pass and prints '.' every 256 passes (a full core under TCG), or
-//   - halt:  stores MAGIC at 0x500 and halts with interrupts off (about 0 CPU).
+//   - halt:  stores MAGIC at 0x500 and halts with interrupts off (about 0 CPU), or
+//   - acpi:  stores MAGIC at 0x500 and polls the ACPI power button (PIIX4 PM1a event block at
+//     0x600, where SeaBIOS maps it on machine pc: `info mtree` piix4-pm): on `system_powerdown` it powers itself off
+//     (PM1a_CNT SLP_EN with SLP_TYP 0 = S5), as a guest OS honouring ACPI does. It busy-polls: a
+//     full core under TCG while it runs.
 // Read the heartbeat over QMP with `human-monitor-command` `xp /1wx 0x500`.
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
@@ -50,6 +54,22 @@ pm:
 1:  hlt
     jmp 1b
 .else
+.ifdef ACPI
+    movl $MAGIC, 0x500
+    mov $0x602, %dx        # PM1a_EN: power button enable
+    mov $0x0100, %ax
+    outw %ax, %dx
+    mov $0x600, %dx        # PM1a_STS: poll PWRBTN_STS
+5:  pause
+    inw %dx, %ax
+    test $0x0100, %ax
+    jz 5b
+    mov $0x604, %dx        # PM1a_CNT: SLP_EN, SLP_TYP 0 (S5, soft off)
+    mov $0x2000, %ax
+    outw %ax, %dx
+6:  hlt
+    jmp 6b
+.else
     movl $0, 0x500
 pass:
     mov $START, %edi
@@ -66,6 +86,7 @@ pass:
 4:  loop 4b
     jmp pass
 .endif
+.endif
     .p2align 3
 gdt:
     .quad 0
@@ -78,7 +99,7 @@ gdtr:
     .byte 0x55, 0xaa
 `;
 
-export type GuestKind = { kind: 'halt' } | { kind: 'dirty'; dirtyBytes: number; delay?: number };
+export type GuestKind = { kind: 'halt' } | { kind: 'acpi' } | { kind: 'dirty'; dirtyBytes: number; delay?: number };
 
 export interface GuestImages {
   /** raw boot image padded to 1 MiB */
@@ -94,7 +115,9 @@ export async function buildGuest(g: GuestKind, cacheRoot = defaultCacheRoot): Pr
   const defs =
     g.kind === 'halt'
       ? ['--defsym', 'HALT=1', '--defsym', `MAGIC=0x${HALT_MAGIC.toString(16)}`]
-      : [
+      : g.kind === 'acpi'
+        ? ['--defsym', 'ACPI=1', '--defsym', `MAGIC=0x${HALT_MAGIC.toString(16)}`]
+        : [
           '--defsym', 'START=0x100000',
           '--defsym', `END=0x${(0x100000 + g.dirtyBytes).toString(16)}`,
           '--defsym', `DELAY=${g.delay ?? 1}`,
