@@ -2,12 +2,17 @@
 // no CPU or shared-storage check: the guest is powered off), the target reservation (with the
 // disk space on the target datastore when the files move), the commit (commitMigration's ONE
 // transaction, which here also moves the disk and seed paths) and the VM's state afterwards.
+// Since patch 'cold-fewer-tasks' the workflow runs them as local activities, several steps per
+// call (beginColdMigration, slotAndReserveColdTarget, commitColdMigration with its stage,
+// finishColdMigration): each call is a hop between the workflow and the worker, ~20-70 ms on a
+// loaded 2-core machine, and the steps of one call touch the database one after the other anyway.
 import type { Db } from '../db/orm.js';
 import { Network, Template, Vm } from '../db/entities.js';
 import * as capacity from '../db/repositories/capacity.js';
 import type { VmSpec } from '../domain/hypervisor.js';
 import { placeVm, type RejectedHost } from '../domain/placement.js';
-import { hostCandidates, vmSpecOf } from './queries.js';
+import * as operations from '../db/repositories/operations.js';
+import { acquireMigrationSlots, hostCandidates, vmSpecOf } from './queries.js';
 import type { FaultHook } from './control.js';
 import { ErrorType, failure, withFailureMapping } from './errors.js';
 
@@ -34,6 +39,44 @@ export function createColdControlActivities(deps: { db: Db; faults?: FaultHook }
   const { db } = deps;
 
   const acts = {
+    /**
+     * The operation's record (in stage pre-migration), the plan, and the plan's hosts and decisions
+     * on the record: one call. Idempotent (the record by run id, the plan reads only). A refusal
+     * still leaves the record, which the workflow then closes as failed.
+     */
+    async beginColdMigration(input: {
+      operation: { id: string; workflowId: string; runId?: string; vmId: string; details: Record<string, unknown>; principal?: string };
+      plan: { vmId: string; operationId: string; targetHostId?: string; targetDatastoreId?: string; flatten?: boolean };
+    }): Promise<ColdPlan> {
+      await operations.createOperation(db, { ...input.operation, kind: 'migration', subkind: 'cold', stage: 'pre-migration' });
+      const plan = await acts.planColdMigration(input.plan);
+      await operations.updateOperation(db, input.operation.id, {
+        sourceHostId: plan.sourceHostId,
+        targetHostId: plan.targetHostId,
+        details: { plan: { targetDatastoreId: plan.targetDatastoreId, copyFiles: plan.copyFiles, flatten: plan.flatten, backingDecision: plan.backingDecision, rejected: plan.rejected } },
+      });
+      return plan;
+    },
+
+    /**
+     * Migration slots on both hosts, then (only when granted) the target reservation, after which
+     * the record shows `nextStage` (the stage the workflow enters next): one call. Not granted:
+     * nothing reserved, the workflow waits in stage queued and asks again. Idempotent by operationId.
+     */
+    async slotAndReserveColdTarget(input: { operationId: string; vmId: string; sourceHostId: string; targetHostId: string; targetDatastoreId: string; copyFiles: boolean; nextStage: string; stageTimingsMs: Record<string, number> }): Promise<{ granted: boolean; reason?: string; allocationId?: string }> {
+      const slot = await acquireMigrationSlots(db, { operationId: input.operationId, sourceHostId: input.sourceHostId, targetHostId: input.targetHostId });
+      if (!slot.granted) return slot;
+      const { allocationId } = await acts.reserveColdTarget(input);
+      await operations.updateOperation(db, input.operationId, { stage: input.nextStage, details: { stageTimingsMs: input.stageTimingsMs } });
+      return { granted: true, allocationId };
+    },
+
+    /** The VM's state after the commit and the record closed as completed: one call. Idempotent. */
+    async finishColdMigration(input: { vmId: string; hostId: string; state: 'running' | 'stopped'; operation: { id: string; details: Record<string, unknown> } }): Promise<void> {
+      await acts.recordColdMigrated(input);
+      await operations.finishOperation(db, input.operation.id, { state: 'completed', details: input.operation.details });
+    },
+
     async planColdMigration(input: { vmId: string; operationId: string; targetHostId?: string; targetDatastoreId?: string; flatten?: boolean }): Promise<ColdPlan> {
       const em = db.em();
       const vm = await em.findOne(Vm, { id: input.vmId });
@@ -85,7 +128,9 @@ export function createColdControlActivities(deps: { db: Db; faults?: FaultHook }
      * template image) is reachable from the target, else it is flattened; `flatten: false` with an
      * unreachable base is refused naming the field.
      */
-    async decideColdBacking(input: { targetHostId: string; backingPaths: string[]; flatten?: boolean }): Promise<{ flatten: boolean; backingDecision: string }> {
+    async decideColdBacking(input: { targetHostId: string; backingPaths: string[]; flatten?: boolean; stage?: { operationId: string; name: string; stageTimingsMs: Record<string, number> } }): Promise<{ flatten: boolean; backingDecision: string }> {
+      // `stage` (patched workflows): the record's next stage, written by this same call
+      if (input.stage) await operations.updateOperation(db, input.stage.operationId, { stage: input.stage.name, details: { stageTimingsMs: input.stage.stageTimingsMs } });
       if (input.backingPaths.length === 0) return { flatten: false, backingDecision: 'no linked clones' };
       if (input.flatten === true) return { flatten: true, backingDecision: 'flatten requested' };
       const target = (await hostCandidates(db)).find((h) => h.id === input.targetHostId);
@@ -124,10 +169,18 @@ export function createColdControlActivities(deps: { db: Db; faults?: FaultHook }
       return { allocationId: alloc.id };
     },
 
-    /** The point of no return: commitMigration's one transaction, with the VM's new file paths. Idempotent. */
-    async commitColdMigration(input: { operationId: string; vmId: string; sourceHostId: string; targetHostId: string; diskPaths: string[]; seedPath?: string; cpuFeatures: string[] }): Promise<void> {
+    /**
+     * The point of no return: commitMigration's one transaction, with the VM's new file paths.
+     * `stage` (patched workflows): the record's stage is written first, in the same call.
+     * Idempotent.
+     */
+    async commitColdMigration(input: { operationId: string; vmId: string; sourceHostId: string; targetHostId: string; diskPaths: string[]; seedPath?: string; cpuFeatures: string[]; stage?: { name: string; after: string; stageTimingsMs: Record<string, number> } }): Promise<void> {
+      // `stage` (patched workflows): the record shows `name` while committing and `after` once committed
+      if (input.stage) await operations.updateOperation(db, input.operationId, { stage: input.stage.name, details: { stageTimingsMs: input.stage.stageTimingsMs } });
       await deps.faults?.check('commitMigration', { vmId: input.vmId });
-      await capacity.commitMigration(db, { ...input, home: { diskPaths: input.diskPaths, seedPath: input.seedPath ?? null, cpuFeatures: input.cpuFeatures } });
+      const { stage, ...commit } = input;
+      await capacity.commitMigration(db, { ...commit, home: { diskPaths: input.diskPaths, seedPath: input.seedPath ?? null, cpuFeatures: input.cpuFeatures } });
+      if (stage) await operations.updateOperation(db, input.operationId, { stage: stage.after });
     },
 
     /** After commit: running (started on the target) or stopped. */

@@ -4,6 +4,7 @@
 // the agent died, reads that checkpoint back from its own heartbeat details and continues from it.
 import { Context } from '@temporalio/activity';
 import type { ColdCopyProgress, ColdCopyRequest, ColdCopyResult, HypervisorDriver, VmHomeFile, VmHomeManifest, VmRuntime, VmSpec } from '../drivers/hypervisor.js';
+import { coldCopyMismatches } from '../domain/cold.js';
 import { ErrorType, failure, withFailureMapping } from './errors.js';
 
 /** What copyVmHome heartbeats: its progress, whose checkpoint a retry resumes from. */
@@ -22,15 +23,35 @@ export function createColdHostActivities(deps: { driver: HypervisorDriver }) {
 
   const acts = {
     /** Source: the files of the stopped VM's home, with size and sha256 (the verification's reference). */
-    async describeVmHome(input: { vmId: string }): Promise<VmHomeManifest> {
-      return driver.describeVmHome(input.vmId);
+    async describeVmHome(input: { vmId: string; checksums?: boolean }): Promise<VmHomeManifest> {
+      return driver.describeVmHome(input.vmId, { checksums: input.checksums });
+    },
+
+    /**
+     * Source, one task instead of two: stops the VM (graceful for `timeoutMs`, then forced only
+     * if `force`), heartbeating while it waits, then lists its home — without checksums when
+     * `checksums` is false (the target hashes the source while copying it). Idempotent: a retry
+     * finds the VM stopped.
+     */
+    async stopAndDescribeVmHome(input: { vmId: string; stop?: { timeoutMs: number; force: boolean }; checksums?: boolean }): Promise<VmHomeManifest> {
+      if (input.stop) {
+        const ctx = activityContext();
+        const beat = setInterval(() => ctx?.heartbeat({ vmId: input.vmId, stopping: true }), 5000);
+        try {
+          const vm = await driver.stopVm(input.vmId, input.stop);
+          if (vm.state === 'running') throw failure(ErrorType.Timeout, `VM ${input.vmId} did not shut down within ${input.stop.timeoutMs} ms; retry with force to power it off`, undefined, true);
+        } finally {
+          clearInterval(beat);
+        }
+      }
+      return driver.describeVmHome(input.vmId, { checksums: input.checksums });
     },
 
     /**
      * Target: copies the home. Resumes from the checkpoint of this activity's last heartbeat (an
      * earlier attempt that died), so a crash costs only the bytes after the last checkpoint.
      */
-    async copyVmHome(input: ColdCopyRequest): Promise<ColdCopyResult & { attempt: number; resumedAfterCrash: boolean }> {
+    async copyVmHome(input: ColdCopyRequest & { register?: boolean }): Promise<ColdCopyResult & { attempt: number; resumedAfterCrash: boolean; registered?: boolean }> {
       const ctx = activityContext();
       // a retry of this very activity (the agent died mid-window) continues from its own last
       // heartbeat, which is newer than the checkpoint the workflow handed in
@@ -43,7 +64,14 @@ export function createColdHostActivities(deps: { driver: HypervisorDriver }) {
         { ...input, ...(resumeFrom ? { resumeFrom } : {}) },
         { signal: ctx?.cancellationSignal, onProgress: (p) => ctx?.heartbeat(p satisfies ColdCopyHeartbeat) },
       );
-      return { ...result, attempt: ctx?.info.attempt ?? 1, resumedAfterCrash: (ctx?.info.attempt ?? 1) > 1 };
+      const out = { ...result, attempt: ctx?.info.attempt ?? 1, resumedAfterCrash: (ctx?.info.attempt ?? 1) > 1 };
+      // `register`: the window that completes the copy also defines the VM here — only when every
+      // file verified (the workflow checks the same again; its discard undoes a define)
+      if (input.register && result.complete && coldCopyMismatches(input.files, result.files).length === 0) {
+        await acts.registerColdCopy({ spec: result.spec });
+        return { ...out, registered: true };
+      }
+      return out;
     },
 
     /** Target, after the copy verified: the VM is defined here (not started; the commit comes first). */

@@ -12,18 +12,27 @@
 //   cleanup/start  delete from A, start on B if it ran and `start` allows; forward only
 // Before the commit any failure or cancel runs the saga: discard B's copy, restart A if it ran,
 // release the reservation, restore inventory.
-import { ApplicationFailure, CancellationScope, condition, isCancellation, proxyActivities, setCurrentDetails, setHandler, sleep, upsertSearchAttributes } from '@temporalio/workflow';
+//
+// Patch 'cold-fewer-tasks' (same guarantees, fewer round trips): the control steps (begin, plan,
+// operation updates, slots, reservation, backing decision, commit and its read-back, the final
+// record, finish) are local activities; the source is stopped and listed in ONE host task, without
+// a hashing pass (the target hashes the source while copying it and reads every chunk back, so
+// verification compares both sha256 without reading anything twice); the copy window that
+// completes also registers the VM on B once every file verified; after the commit the source's
+// clean-up and the start on B run at once. Histories from before the patch replay the old path.
+import { ApplicationFailure, CancellationScope, condition, isCancellation, patched, proxyActivities, proxyLocalActivities, setCurrentDetails, setHandler, sleep, upsertSearchAttributes } from '@temporalio/workflow';
 import type { ColdControlActivities } from '../activities/cold-control.js';
 import type { ColdHostActivities } from '../activities/cold.js';
 import type { HostActivities } from '../activities/host.js';
-import { coldCopyMismatches, copySizeOf, type ColdCopyCheckpoint, type ColdCopyResult, type VmHomeManifest } from '../domain/cold.js';
+import { coldCopyMismatches, copySizeOf, sourceSha256Of, type ColdCopyCheckpoint, type ColdCopyResult, type VmHomeManifest } from '../domain/cold.js';
 import { describeFailure, failureType } from '../domain/failures.js';
 import { summarized, workflowContext } from './context.js';
 import { activitySummary } from '../domain/summaries.js';
 import { coldDetails } from './lib/current-details.js';
 import { COLD_STAGES, SA, cancelMigrationSignal, coldProgressQuery, hostQueue, prefixOfControlQueue, type ColdMigrateInput, type ColdMigrationProgress, type ColdStage, type MigrationResult } from './definitions.js';
-import { activationProfile, bootProfile, coldCopyProfile, compensationProfile, dbProfile, hostQuickProfile } from './profiles.js';
+import { activationProfile, bootProfile, coldCopyProfile, compensationProfile, dbLocalProfile, dbProfile, hostQuickProfile } from './profiles.js';
 import { Saga } from './lib/saga.js';
+import { sinceEpoch } from './lib/patches.js';
 
 /** How long one copy window runs before the workflow updates its progress. */
 const COPY_WINDOW_MS = 3000;
@@ -40,10 +49,20 @@ export async function coldMigrate(input: ColdMigrateInput): Promise<MigrationRes
   // Summaries travel in the command's user metadata and current details are workflow state:
   // neither adds a command, so histories from before replay unchanged.
   const label = (where: string, type: string) => activitySummary(progress.stage === 'rollback' ? 'rollback' : `stage ${progress.stageIndex} ${progress.stage}`, where, type);
-  const { info, ctl, ctlComp, writeAudit } = workflowContext(label);
+  // asked before the first command, once: every step below follows the same answer
+  const fewerTasks = patched('cold-fewer-tasks');
+  // The patched path also asks the patch epoch here, in the first workflow task, instead of at its
+  // first stage write (writeAudit asks it). Asked first right after a local activity's result, a
+  // patch can replay as absent: when the activity's completion closed its workflow task (seen
+  // under load: the marker lands in one task, the code after it in the next), the replay delivers
+  // the result while still in the earlier task and the SDK (1.24) has not yet seen the later
+  // task's patch marker — a nondeterminism error on replay (found replaying a cancelled run).
+  if (fewerTasks) sinceEpoch();
+  const { info, ctl: ctlRemote, ctlLocal, ctlComp, writeAudit } = workflowContext(label);
+  const ctl = fewerTasks ? ctlLocal('cold-fewer-tasks') : ctlRemote;
   const operationId = info.runId;
   const prefix = prefixOfControlQueue(info.taskQueue);
-  const cold = summarized(proxyActivities<ColdControlActivities>(dbProfile), (t) => label('control', t));
+  const cold = summarized(fewerTasks ? proxyLocalActivities<ColdControlActivities>(dbLocalProfile) : proxyActivities<ColdControlActivities>(dbProfile), (t) => label('control', t));
   const coldComp = summarized(proxyActivities<ColdControlActivities>(compensationProfile), (t) => label('control', t));
   const on = (hostId: string, profile = hostQuickProfile) => summarized(proxyActivities<HostActivities & ColdHostActivities>({ ...profile, taskQueue: hostQueue(hostId, prefix) }), (t) => label(hostId, t));
 
@@ -79,7 +98,12 @@ export async function coldMigrate(input: ColdMigrateInput): Promise<MigrationRes
   };
 
   let stageStarted = Date.now();
-  async function enterStage(stage: ColdStage) {
+  /**
+   * `record: false` (patched path only): the stage's row write is left to the next one — for the
+   * stages that take no time (verify: workflow code; register: done by the copy; cleanup when the
+   * start follows at once) and for pre-migration, which beginOperation records.
+   */
+  async function enterStage(stage: ColdStage, opts: { record?: boolean } = {}) {
     const idx = (COLD_STAGES as readonly string[]).indexOf(stage);
     progress.stageTimingsMs[progress.stage] = (progress.stageTimingsMs[progress.stage] ?? 0) + (Date.now() - stageStarted);
     stageStarted = Date.now();
@@ -87,6 +111,7 @@ export async function coldMigrate(input: ColdMigrateInput): Promise<MigrationRes
     if (idx >= 0) progress.stageIndex = idx;
     publish();
     upsertSearchAttributes([{ key: SA.Stage, value: idx >= 0 ? `${idx}-${stage}` : stage }]);
+    if (fewerTasks && opts.record === false) return;
     await writeAudit({ id: operationId, stage, details: { stageTimingsMs: progress.stageTimingsMs } });
   }
 
@@ -94,25 +119,31 @@ export async function coldMigrate(input: ColdMigrateInput): Promise<MigrationRes
     { key: SA.VmId, value: input.vmId },
     { key: SA.MigrationKind, value: 'cold' },
   ]);
-  await ctl.beginOperation({ id: operationId, workflowId: info.workflowId, runId: info.runId, kind: 'migration', subkind: 'cold', vmId: input.vmId, details: { kind: 'cold', request: input }, ...(input.principal ? { principal: input.principal } : {}) });
+  const operation = { id: operationId, workflowId: info.workflowId, runId: info.runId, vmId: input.vmId, details: { kind: 'cold', request: input }, ...(input.principal ? { principal: input.principal } : {}) };
+  if (!fewerTasks) await ctl.beginOperation({ ...operation, kind: 'migration', subkind: 'cold' });
 
   const saga = new Saga({ maxAttempts: 3, pauseBetweenAttempts: (a) => sleep(a * 1000) });
   let stoppedAt: number | undefined;
   let manifest: VmHomeManifest | undefined;
-  let copy: ColdCopyResult | undefined;
+  let copy: (ColdCopyResult & { registered?: boolean }) | undefined;
   let plan: Awaited<ReturnType<ColdControlActivities['planColdMigration']>>;
   let moved = false;
+  /** the VM starts on B after the commit; the commit's call recorded the stage after it */
+  const startAfterCommit = () => progress.wasRunning === true && input.start !== false;
+  let nextStageRecorded = false;
   try {
     // ---------------------------------------------------------------- pre-migration
-    await enterStage('pre-migration');
-    plan = await cold.planColdMigration({ vmId: input.vmId, operationId, targetHostId: input.targetHostId, targetDatastoreId: input.targetDatastoreId, flatten: input.flatten });
+    await enterStage('pre-migration', { record: false });
+    const planInput = { vmId: input.vmId, operationId, targetHostId: input.targetHostId, targetDatastoreId: input.targetDatastoreId, flatten: input.flatten };
+    // patched: the record (in this stage), the plan and the plan on the record, one call
+    plan = fewerTasks ? await cold.beginColdMigration({ operation, plan: planInput }) : await cold.planColdMigration(planInput);
     Object.assign(progress, { sourceHostId: plan.sourceHostId, targetHostId: plan.targetHostId, targetDatastoreId: plan.targetDatastoreId, backingDecision: plan.backingDecision });
     upsertSearchAttributes([
       { key: SA.SourceHost, value: plan.sourceHostId },
       { key: SA.TargetHost, value: plan.targetHostId },
     ]);
     decision('plan', `${plan.copyFiles ? `copy to datastore ${plan.targetDatastoreId}` : 'no copy'}; ${plan.backingDecision}`);
-    await ctl.updateOperation({ id: operationId, sourceHostId: plan.sourceHostId, targetHostId: plan.targetHostId, details: { plan: { targetDatastoreId: plan.targetDatastoreId, copyFiles: plan.copyFiles, flatten: plan.flatten, backingDecision: plan.backingDecision, rejected: plan.rejected } } });
+    if (!fewerTasks) await ctl.updateOperation({ id: operationId, sourceHostId: plan.sourceHostId, targetHostId: plan.targetHostId, details: { plan: { targetDatastoreId: plan.targetDatastoreId, copyFiles: plan.copyFiles, flatten: plan.flatten, backingDecision: plan.backingDecision, rejected: plan.rejected } } });
     const A = on(plan.sourceHostId);
     const AComp = on(plan.sourceHostId, compensationProfile);
     const B = on(plan.targetHostId);
@@ -123,38 +154,76 @@ export async function coldMigrate(input: ColdMigrateInput): Promise<MigrationRes
     progress.wasRunning = wasRunning;
 
     saga.add('release-migration-slots', () => ctlComp.releaseMigrationSlots({ operationId }));
-    for (let queuedSince: number | undefined; ; ) {
-      checkCancel();
-      const slot = await ctl.acquireMigrationSlots({ operationId, sourceHostId: plan.sourceHostId, targetHostId: plan.targetHostId });
-      if (slot.granted) break;
-      if (queuedSince === undefined) {
-        queuedSince = Date.now();
-        await enterStage('queued');
+    const reservation = { operationId, vmId: input.vmId, targetHostId: plan.targetHostId, targetDatastoreId: plan.targetDatastoreId, copyFiles: plan.copyFiles };
+    if (fewerTasks) {
+      // slots, then the reservation and its stage, in one call (compensations registered first:
+      // each is a no-op when nothing was reserved)
+      saga.add('restore-inventory', () => ctlComp.restoreVmAfterRollback({ vmId: input.vmId, hostId: plan.sourceHostId }));
+      saga.add('release-reservation', () => ctlComp.releaseReservation({ operationId }));
+      for (let queuedSince: number | undefined; ; ) {
+        checkCancel();
+        const slot = await cold.slotAndReserveColdTarget({ ...reservation, sourceHostId: plan.sourceHostId, nextStage: 'stop', stageTimingsMs: progress.stageTimingsMs });
+        if (slot.granted) break;
+        if (queuedSince === undefined) {
+          queuedSince = Date.now();
+          await enterStage('queued');
+        }
+        await condition(() => cancelReason !== undefined, QUEUE_POLL);
       }
-      await condition(() => cancelReason !== undefined, QUEUE_POLL);
-    }
+      await enterStage('reservation', { record: false });
+    } else {
+      for (let queuedSince: number | undefined; ; ) {
+        checkCancel();
+        const slot = await ctl.acquireMigrationSlots({ operationId, sourceHostId: plan.sourceHostId, targetHostId: plan.targetHostId });
+        if (slot.granted) break;
+        if (queuedSince === undefined) {
+          queuedSince = Date.now();
+          await enterStage('queued');
+        }
+        await condition(() => cancelReason !== undefined, QUEUE_POLL);
+      }
 
-    // ---------------------------------------------------------------- reservation
-    await enterStage('reservation');
-    saga.add('restore-inventory', () => ctlComp.restoreVmAfterRollback({ vmId: input.vmId, hostId: plan.sourceHostId }));
-    saga.add('release-reservation', () => ctlComp.releaseReservation({ operationId }));
-    await cold.reserveColdTarget({ operationId, vmId: input.vmId, targetHostId: plan.targetHostId, targetDatastoreId: plan.targetDatastoreId, copyFiles: plan.copyFiles });
+      // -------------------------------------------------------------- reservation
+      await enterStage('reservation');
+      saga.add('restore-inventory', () => ctlComp.restoreVmAfterRollback({ vmId: input.vmId, hostId: plan.sourceHostId }));
+      saga.add('release-reservation', () => ctlComp.releaseReservation({ operationId }));
+      await cold.reserveColdTarget(reservation);
+    }
     checkCancel();
 
     // ---------------------------------------------------------------- stop
-    await enterStage('stop');
+    // (patched: the reservation's call recorded this stage)
+    await enterStage('stop', { record: false });
     if (wasRunning) {
       saga.add('restart-source', async () => {
         await AComp.startVm({ vmId: input.vmId, timeoutMs: 60_000 });
       });
       stoppedAt = Date.now();
-      await on(plan.sourceHostId, bootProfile).stopVm({ vmId: input.vmId, timeoutMs: input.shutdownTimeoutMs ?? 60_000, force: input.force ?? false });
     }
-    checkCancel();
-    manifest = await A.describeVmHome({ vmId: input.vmId });
+    const stop = { timeoutMs: input.shutdownTimeoutMs ?? 60_000, force: input.force ?? false };
+    if (fewerTasks) {
+      // stop and list in one task, no hashing pass: a copy hashes the source as it reads it, and
+      // files that stay where they are are not verified
+      manifest = await on(plan.sourceHostId, bootProfile).stopAndDescribeVmHome({ vmId: input.vmId, ...(wasRunning ? { stop } : {}), checksums: false });
+      checkCancel();
+    } else {
+      if (wasRunning) await on(plan.sourceHostId, bootProfile).stopVm({ vmId: input.vmId, ...stop });
+      checkCancel();
+      manifest = await A.describeVmHome({ vmId: input.vmId });
+    }
     const files = manifest.files;
+    // patched: the copy stage is recorded by the backing decision's call when there is one
+    let copyStageRecorded = false;
     if (plan.copyFiles) {
-      const backing = await cold.decideColdBacking({ targetHostId: plan.targetHostId, backingPaths: files.filter((f) => f.backingPath).map((f) => f.backingPath!), flatten: input.flatten });
+      const backingPaths = files.filter((f) => f.backingPath).map((f) => f.backingPath!);
+      // (no linked clone: nothing to decide, the activity's own first answer)
+      const ask = { targetHostId: plan.targetHostId, backingPaths, flatten: input.flatten };
+      const backing = !fewerTasks
+        ? await cold.decideColdBacking(ask)
+        : backingPaths.length === 0
+          ? { flatten: false, backingDecision: 'no linked clones' }
+          : await cold.decideColdBacking({ ...ask, stage: { operationId, name: 'copy', stageTimingsMs: progress.stageTimingsMs } });
+      copyStageRecorded = fewerTasks && backingPaths.length > 0;
       Object.assign(plan, backing);
       progress.backingDecision = backing.backingDecision;
       decision('backing', backing.backingDecision);
@@ -163,7 +232,7 @@ export async function coldMigrate(input: ColdMigrateInput): Promise<MigrationRes
     Object.assign(progress.progress, { totalBytes: total, remainingBytes: total, filesTotal: plan.copyFiles ? files.filter((f) => f.kind !== 'config').length : 0 });
 
     // ---------------------------------------------------------------- copy (windows)
-    await enterStage('copy');
+    await enterStage('copy', { record: !copyStageRecorded });
     saga.add('discard-target-copy', () => BComp.discardColdCopy({ vmId: input.vmId, files: plan.copyFiles ? files : [], targetDatastoreId: plan.targetDatastoreId }));
     if (plan.copyFiles) {
       const Bcopy = on(plan.targetHostId, coldCopyProfile);
@@ -175,7 +244,7 @@ export async function coldMigrate(input: ColdMigrateInput): Promise<MigrationRes
         const scope = new CancellationScope();
         let over = false;
         void condition(() => over || cancelReason !== undefined).then(() => !over && scope.cancel());
-        const w = await scope.run(() => Bcopy.copyVmHome({ vmId: input.vmId, spec: plan.spec, files, targetDatastoreId: plan.targetDatastoreId, flatten: plan.flatten, maxBandwidthBytesPerSec: input.maxBandwidthBytesPerSec, budgetMs: COPY_WINDOW_MS, ...(checkpoint ? { resumeFrom: checkpoint } : {}) })).finally(() => (over = true));
+        const w = await scope.run(() => Bcopy.copyVmHome({ vmId: input.vmId, spec: plan.spec, files, targetDatastoreId: plan.targetDatastoreId, flatten: plan.flatten, maxBandwidthBytesPerSec: input.maxBandwidthBytesPerSec, budgetMs: COPY_WINDOW_MS, ...(checkpoint ? { resumeFrom: checkpoint } : {}), ...(fewerTasks ? { register: true } : {}) })).finally(() => (over = true));
         checkpoint = w.checkpoint;
         progress.progress.attempts++;
         if (w.resumedAfterCrash) {
@@ -199,26 +268,29 @@ export async function coldMigrate(input: ColdMigrateInput): Promise<MigrationRes
       Object.assign(progress.progress, { transferredBytes: total, remainingBytes: 0, percent: 100, filesDone: progress.progress.filesTotal, etaSeconds: 0 });
 
       // -------------------------------------------------------------- verify
-      await enterStage('verify');
+      await enterStage('verify', { record: false });
       const bad = coldCopyMismatches(files, copy!.files);
-      progress.files = copy!.files.map((c) => ({ kind: c.kind, source: c.source, target: c.target, sizeBytes: c.sizeBytes, sourceSha256: files.find((f) => f.path === c.source)!.sha256, targetSha256: c.sha256, flattened: c.flattened }));
+      progress.files = copy!.files.map((c) => ({ kind: c.kind, source: c.source, target: c.target, sizeBytes: c.sizeBytes, sourceSha256: sourceSha256Of(files.find((f) => f.path === c.source)!, c), targetSha256: c.sha256, flattened: c.flattened }));
       if (bad.length) throw new Rollback(`verification failed: ${bad.join('; ')}`);
       decision('verified', `${copy!.files.length} files, ${total} bytes: sizes and sha256 equal on both sides`);
     }
     checkCancel();
 
     // ---------------------------------------------------------------- register
-    await enterStage('register');
+    await enterStage('register', { record: !copy?.registered });
     const spec = copy?.spec ?? plan.spec;
-    await B.registerColdCopy({ spec });
+    if (copy?.registered) decision('registered', `defined on ${plan.targetHostId} by the copy window that completed, after every file verified`);
+    else await B.registerColdCopy({ spec });
     checkCancel();
 
     // ---------------------------------------------------------------- commitment
-    await enterStage('commitment');
+    // (patched: the commit's own call records this stage, and the next one once committed)
+    await enterStage('commitment', { record: false });
     const commit = { operationId, vmId: input.vmId, sourceHostId: plan.sourceHostId, targetHostId: plan.targetHostId, diskPaths: spec.disks, cpuFeatures: spec.cpuFeatures, ...(spec.seedPath ? { seedPath: spec.seedPath } : {}) };
     try {
-      await cold.commitColdMigration(commit);
+      await cold.commitColdMigration(fewerTasks ? { ...commit, stage: { name: 'commitment', after: startAfterCommit() ? 'start' : 'cleanup', stageTimingsMs: progress.stageTimingsMs } } : commit);
       committed = true;
+      nextStageRecorded = fewerTasks;
     } catch (err) {
       // outcome unknown (timeout, lost reply): read the recorded decision back; never guess
       committed = (await CancellationScope.nonCancellable(() => ctl.readCommit({ vmId: input.vmId, operationId }))).committed;
@@ -231,12 +303,11 @@ export async function coldMigrate(input: ColdMigrateInput): Promise<MigrationRes
 
   // ---------------------------------------------------------------- after the commit: forward only
   return CancellationScope.nonCancellable(async () => {
-    await enterStage('cleanup');
+    const start = startAfterCommit();
+    await enterStage('cleanup', { record: !start && !nextStageRecorded });
     const keep = plan.copyFiles ? [] : manifest!.files.map((f) => f.path);
-    await on(plan.sourceHostId, activationProfile).deleteSourceHome({ vmId: input.vmId, files: manifest!.files, keep });
-    const start = progress.wasRunning === true && input.start !== false;
-    if (start) {
-      await enterStage('start');
+    const deleteSource = () => on(plan.sourceHostId, activationProfile).deleteSourceHome({ vmId: input.vmId, files: manifest!.files, keep });
+    const startOnTarget = async () => {
       for (let attempt = 1; ; attempt++) {
         try {
           await on(plan.targetHostId, activationProfile).startVm({ vmId: input.vmId, timeoutMs: 60_000 });
@@ -247,16 +318,42 @@ export async function coldMigrate(input: ColdMigrateInput): Promise<MigrationRes
           await sleep(Math.min(60_000, 1000 * 2 ** attempt));
         }
       }
+    };
+    if (fewerTasks) {
+      // two hosts, independent steps: A's files go while B boots (B runs on its own copies, or
+      // on the shared files `keep` protects)
+      const deleted = deleteSource();
+      if (start) await enterStage('start', { record: !nextStageRecorded });
+      // a failed deletion fails the workflow as it did before, once B's start (already under
+      // way) has finished
+      const [del] = await Promise.allSettled([deleted, start ? startOnTarget() : undefined]);
+      if (del.status === 'rejected') throw del.reason;
+    } else {
+      await deleteSource();
+      if (start) {
+        await enterStage('start');
+        await startOnTarget();
+      }
     }
-    await cold.recordColdMigrated({ vmId: input.vmId, hostId: plan.targetHostId, state: start ? 'running' : 'stopped' });
-    if (start && stoppedAt !== undefined) progress.downtimeMs = Date.now() - stoppedAt;
-    progress.stageTimingsMs[progress.stage] = (progress.stageTimingsMs[progress.stage] ?? 0) + (Date.now() - stageStarted);
-    progress.state = 'completed';
-    progress.stage = 'done';
-    progress.durationMs = Date.now() - startedAt;
-    publish();
-    upsertSearchAttributes([{ key: SA.Stage, value: 'done' }]);
-    await ctl.finishOperation({ id: operationId, state: 'completed', details: finalDetails({ activationStuck: false }) });
+    const done = () => {
+      if (start && stoppedAt !== undefined) progress.downtimeMs = Date.now() - stoppedAt;
+      progress.stageTimingsMs[progress.stage] = (progress.stageTimingsMs[progress.stage] ?? 0) + (Date.now() - stageStarted);
+      progress.state = 'completed';
+      progress.stage = 'done';
+      progress.durationMs = Date.now() - startedAt;
+      publish();
+      upsertSearchAttributes([{ key: SA.Stage, value: 'done' }]);
+    };
+    const vmState = start ? 'running' : 'stopped';
+    if (fewerTasks) {
+      // the VM's state and the closed record, one call
+      done();
+      await cold.finishColdMigration({ vmId: input.vmId, hostId: plan.targetHostId, state: vmState, operation: { id: operationId, details: finalDetails({ activationStuck: false }) } });
+    } else {
+      await cold.recordColdMigrated({ vmId: input.vmId, hostId: plan.targetHostId, state: vmState });
+      done();
+      await ctl.finishOperation({ id: operationId, state: 'completed', details: finalDetails({ activationStuck: false }) });
+    }
     return { state: 'completed', vmId: input.vmId, sourceHostId: plan.sourceHostId, targetHostId: plan.targetHostId, downtimeMs: progress.downtimeMs, transferredBytes: progress.progress.transferredBytes } satisfies MigrationResult;
   });
 

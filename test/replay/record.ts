@@ -116,6 +116,23 @@ export const SCENARIOS: Scenario[] = [
     },
   },
   {
+    name: 'cold-ok-fewer-tasks',
+    ok: true,
+    // the same run since patch 'cold-fewer-tasks': control steps as local activities, several per
+    // call; stop and listing in one task; register done by the last copy window; the source's
+    // clean-up and the start on the target at once
+    run: async (f) => coldMigrate(f, { vmId: await provisionRunning(f, 'rec-cold2'), targetHostId: 'h2', targetDatastoreId: 'local-h2' }),
+  },
+  {
+    name: 'cold-rolled-back-fewer-tasks',
+    ok: false,
+    async run(f) {
+      const vmId = await provisionRunning(f, 'rec-cold-rb2');
+      f.sim.injectFault({ kind: 'fail-step', step: 'copyDisk', hostId: 'h2', vmId: `${vmId}-seed`, count: -1 });
+      return coldMigrate(f, { vmId, targetHostId: 'h2', targetDatastoreId: 'local-h2' });
+    },
+  },
+  {
     name: 'lifecycle-stop',
     ok: true,
     async run(f) {

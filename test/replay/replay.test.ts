@@ -72,6 +72,17 @@ const EXPECTED: Record<string, { workflowType: string; ended: 'COMPLETED' | 'FAI
     // the copy failed; the saga ran newest first
     activities: ['stopVm', 'describeVmHome', 'copyVmHome', 'discardColdCopy', 'startVm', 'releaseReservation', 'restoreVmAfterRollback'],
   },
+  'cold-ok-fewer-tasks': {
+    workflowType: 'coldMigrate',
+    ended: 'COMPLETED',
+    // since patch 'cold-fewer-tasks': the control steps are local activities (markers)
+    activities: ['vmStatus', 'stopAndDescribeVmHome', 'copyVmHome', 'deleteSourceHome', 'startVm'],
+  },
+  'cold-rolled-back-fewer-tasks': {
+    workflowType: 'coldMigrate',
+    ended: 'FAILED',
+    activities: ['stopAndDescribeVmHome', 'copyVmHome', 'discardColdCopy', 'startVm', 'releaseReservation', 'restoreVmAfterRollback'],
+  },
   'lifecycle-stop': {
     workflowType: 'vmLifecycle',
     ended: 'COMPLETED',
