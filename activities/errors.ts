@@ -25,6 +25,8 @@ export const ErrorType = {
   /** the live migration failed or was aborted before commitment: roll back */
   MigrationFailed: 'MigrationFailed',
   Cancelled: 'Cancelled',
+  /** stage 5: B's received copy is gone (crashed or exited); only a boot from its disks recovers */
+  CopyLost: 'CopyLost',
 } as const;
 export type ErrorTypeName = (typeof ErrorType)[keyof typeof ErrorType];
 

@@ -370,8 +370,30 @@ export function createHostActivities(deps: HostActivityDeps) {
 
     /** Stage 5 (on B): resume, reattach, announce the IP, verify running. Retried, never falls back. */
     async activateOnTarget(input: { vmId: string; timeoutMs: number }): Promise<VmRuntime> {
-      await driver.activateIncoming(input.vmId);
+      try {
+        await driver.activateIncoming(input.vmId);
+      } catch (err) {
+        // a lost copy (its process crashed or exited, nothing left) cannot be activated by any retry
+        const vm = await driver.vmStatus(input.vmId).catch(() => undefined);
+        if (vm === null || vm?.state === 'crashed' || vm?.state === 'stopped') {
+          throw failure(ErrorType.CopyLost, `the received copy of ${input.vmId} on ${driver.hostId} is lost (${vm?.state ?? 'absent'}): ${(err as Error).message}`, undefined, true);
+        }
+        throw err;
+      }
       return waitRunning(input.vmId, input.timeoutMs);
+    },
+
+    /**
+     * Stage 5's forward recovery (on B), after the commit, when activation met a lost copy: boots
+     * the VM from its disks (the guest restarts; its memory went with the copy). A copy that is
+     * not lost is refused (InvalidState, permanent); nothing left at all is defined from `spec`
+     * (the received spec) first.
+     */
+    async recoverOnTarget(input: { spec: VmSpec; timeoutMs: number }): Promise<VmRuntime> {
+      const vmId = input.spec.vmId;
+      if (await driver.vmStatus(vmId)) await driver.recoverIncoming(vmId);
+      else await driver.startVm((await driver.defineVm(input.spec)).vmId);
+      return waitRunning(vmId, input.timeoutMs);
     },
 
     /** Stage 5 (on A): destroy the source's stale copy (postmigrate). */

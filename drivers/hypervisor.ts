@@ -86,6 +86,13 @@ export interface HypervisorDriver {
   prepareIncoming(spec: VmSpec, opts?: IncomingOptions): Promise<IncomingResult>;
   /** stage 5: resume the received VM, announce its addresses; idempotent (running is fine) */
   activateIncoming(vmId: string): Promise<VmRuntime>;
+  /**
+   * stage 5's forward recovery, after the commit: the received copy is lost (its process crashed
+   * or exited), so the VM boots here from its disks, which are its own from the commit on (a
+   * cold boot: the guest restarts, its memory is gone). Refused (permanent) for a copy that is
+   * not lost: a paused or still incoming copy is activateIncoming's. Idempotent (running is fine).
+   */
+  recoverIncoming(vmId: string): Promise<VmRuntime>;
 
   // ---- live migration: source side ----
   /** stage 2: begin pre-copy to the destination; idempotent (an active migration to the same uri is fine) */

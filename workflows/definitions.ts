@@ -245,6 +245,8 @@ export interface MigrationResult {
   downtimeMs?: number;
   rounds?: number;
   transferredBytes?: number;
+  /** B's received copy was lost after the commit and the VM booted there from its disks */
+  guestRestarted?: boolean;
   error?: string;
 }
 

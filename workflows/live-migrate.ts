@@ -18,7 +18,7 @@ import {
   upsertSearchAttributes,
 } from '@temporalio/workflow';
 import type { SearchAttributeUpdatePair } from '@temporalio/common';
-import type { MigrationStats } from '../domain/hypervisor.js';
+import type { MigrationStats, VmSpec } from '../domain/hypervisor.js';
 import {
   MIGRATION_STAGES,
   SA,
@@ -36,6 +36,7 @@ import { Saga } from './lib/saga.js';
 import { isPatched, sinceEpoch } from './lib/patches.js';
 import { unsetAttributes, upsertAttributes } from './lib/start-attributes.js';
 import { diskProgress, mirrorUntilInSync } from './disk-mirror.js';
+import { activateForward } from './lib/activation.js';
 import { workflowContext } from './context.js';
 import { migrationDetails } from './lib/current-details.js';
 import { activitySummary } from '../domain/summaries.js';
@@ -117,6 +118,7 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
   let sourceHost = '';
   /** copyDisks: the source's own files, deleted once the VM runs on its copies */
   let oldDiskFiles: string[] = [];
+  let receivedSpec: VmSpec | undefined; // B's copy's spec (stage 4): a lost copy boots from it
   const pendingParams: Array<{ maxBandwidthBytesPerSec?: number; downtimeLimitMs?: number }> = [];
 
   setHandler(migrationProgressQuery, () => progress);
@@ -369,6 +371,7 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
     // ---------------------------------------------------------------- stage 4: commitment
     await enterStage('commitment');
     const image = await B.confirmDestinationImage({ vmId: input.vmId });
+    receivedSpec = image.spec;
     // copyDisks: the VM's disks are B's copies from the commit on (same transaction)
     const home = plan.copyDisks ? { diskPaths: image.spec.disks, seedPath: image.spec.seedPath ?? null } : undefined;
     if (home) oldDiskFiles = ownFiles.filter((f) => !home.diskPaths.includes(f) && f !== home.seedPath);
@@ -388,21 +391,18 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
   // Past the fence: cancellation no longer applies; everything below runs to the end.
   return CancellationScope.nonCancellable(async () => {
     await enterStage('activation');
-    const B = on(progress.targetHostId!, activationProfile);
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await B.activateOnTarget({ vmId: input.vmId, timeoutMs: 60_000 });
-        break;
-      } catch (err) {
-        // activationProfile retries without limit; we only get here on a non-retryable error.
-        decisionLog('activation-retry', describeFailure(err));
-        await ctl.updateOperation({ id: operationId, details: { activationStuck: true, activationError: describeFailure(err) } });
-        await sleep(Math.min(60_000, 1000 * 2 ** attempt));
-      }
-    }
+    const A = on(sourceHost, activationProfile);
+    const { guestRestarted } = await activateForward({
+      vmId: input.vmId,
+      spec: receivedSpec!,
+      target: on(progress.targetHostId!, activationProfile),
+      source: A,
+      log: decisionLog,
+      stuck: (error) => ctl.updateOperation({ id: operationId, details: { activationStuck: true, activationError: error } }),
+    });
     await ctl.recordMigrationActivated({ operationId, vmId: input.vmId, hostId: progress.targetHostId! });
-    await on(sourceHost, activationProfile).cleanupSource({ vmId: input.vmId });
-    if (oldDiskFiles.length) await on(sourceHost, activationProfile).deleteDisks({ paths: oldDiskFiles });
+    if (!guestRestarted) await A.cleanupSource({ vmId: input.vmId });
+    if (oldDiskFiles.length) await A.deleteDisks({ paths: oldDiskFiles });
     progress.stageTimingsMs.activation = Date.now() - stageStarted;
     progress.state = 'completed';
     progress.stage = 'done';
@@ -424,6 +424,7 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
         decisions: progress.decisions,
         progress: progress.progress,
         activationStuck: false,
+        ...(guestRestarted ? { guestRestarted } : {}),
       },
     });
     return {
@@ -434,6 +435,7 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
       downtimeMs: final?.downtimeMs,
       rounds: final?.round,
       transferredBytes: final?.transferredBytes,
+      ...(guestRestarted ? { guestRestarted } : {}),
     } satisfies MigrationResult;
   });
 

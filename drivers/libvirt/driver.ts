@@ -68,6 +68,7 @@ export function createLibvirtDriver(options: LibvirtDriverOptions): LibvirtDrive
 
     prepareIncoming: migration.prepareIncoming,
     activateIncoming: migration.activateIncoming,
+    recoverIncoming: migration.recoverIncoming,
     ...sourceMigrationOf(migration),
     ...diskMirrorsOf(blockJobs),
 

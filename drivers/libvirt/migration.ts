@@ -181,6 +181,21 @@ export function createMigration(cfg: HostConfig, life: Lifecycle, virshBinary = 
     return life.requireStatus(vmId);
   }
 
+  /**
+   * Stage 5's forward recovery: the received domain crashed or shut off after the commit. Its
+   * disks (the copies with copyDisks) are the VM's own now; `virsh start` boots it (the guest
+   * restarts).
+   */
+  async function recoverIncoming(vmId: string): Promise<VmRuntime> {
+    const cur = await life.status(vmId);
+    if (!cur) throw new DriverError(`vm "${vmId}" has no domain on host "${hostId}"`, 'NOT_FOUND');
+    if (cur.state !== 'running' && cur.state !== 'crashed' && cur.state !== 'stopped') {
+      throw new DriverError(`vm "${vmId}" on host "${hostId}" is ${cur.state}: its received copy is not lost, activateIncoming resumes it`, 'INVALID_STATE', true);
+    }
+    await copies.keepCopies(vmId);
+    return life.startVm(vmId);
+  }
+
   // ------------------------------------------------------------------ source (A)
   async function applyParams(vmId: string, rec: MigrationRecord, p: MigrationParams): Promise<void> {
     if (p.maxBandwidthBytesPerSec !== undefined) await virsh.run(['migrate-setspeed', dom(vmId), String(bandwidthMiB(p.maxBandwidthBytesPerSec))]);
@@ -370,7 +385,7 @@ export function createMigration(cfg: HostConfig, life: Lifecycle, virshBinary = 
     await dropRecord(vmId);
   }
 
-  return { prepareIncoming, activateIncoming, startMigration, migrationStatus, setMigrationParams, continueSwitchover, cancelMigration, dropRecord, readRecord, discardIncomingCopies: copies.discardCopies };
+  return { prepareIncoming, activateIncoming, recoverIncoming, startMigration, migrationStatus, setMigrationParams, continueSwitchover, cancelMigration, dropRecord, readRecord, discardIncomingCopies: copies.discardCopies };
 }
 
 function emptyJob(): JobInfo {

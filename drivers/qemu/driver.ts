@@ -90,6 +90,7 @@ export function createQemuDriver(options: QemuDriverOptions): QemuDriver {
 
     prepareIncoming: incoming.prepareIncoming,
     activateIncoming: incoming.activateIncoming,
+    recoverIncoming: incoming.recoverIncoming,
     ...sourceMigrationOf(migration),
     watchMigrationEvents: sessions.watchMigrationEvents,
     ...diskMirrorsOf(blockJobs),

@@ -133,5 +133,24 @@ export function createIncoming({ cfg, store, sessions, procs }: VmDeps, lifecycl
       return requireStatus(vmId);
     });
 
-  return { prepareIncoming, activateIncoming };
+  /**
+   * Stage 5's forward recovery: the received copy's QEMU exited or broke (crashed, shut down) after
+   * the commit. Its disks (B's copies with copyDisks) are the VM's own now: the record becomes a
+   * normal VM's and a fresh process boots from them (startVm; the guest restarts).
+   */
+  async function recoverIncoming(vmId: string): Promise<VmRuntime> {
+    await store.withLock(vmId, async () => {
+      await store.requireSpec(vmId);
+      const cur = await requireStatus(vmId);
+      if (cur.state === 'running') return;
+      if (cur.state !== 'crashed' && cur.state !== 'stopped') {
+        throw new DriverError(`vm "${vmId}" on host "${hostId}" is ${cur.state}: its received copy is not lost, activateIncoming resumes it`, 'INVALID_STATE', true);
+      }
+      if (cur.pid !== undefined) await procs.kill(vmId, cur.pid);
+      await store.updateRuntime(vmId, { role: 'normal', incomingUri: undefined, diskCopies: undefined });
+    });
+    return lifecycle.startVm(vmId);
+  }
+
+  return { prepareIncoming, activateIncoming, recoverIncoming };
 }

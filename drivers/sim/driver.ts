@@ -131,6 +131,10 @@ export class SimDriver implements HypervisorDriver {
     return migration.activateIncoming(this.host, vmId);
   }
 
+  async recoverIncoming(vmId: string): Promise<VmRuntime> {
+    return migration.recoverIncoming(this.host, vmId);
+  }
+
   async startMigration(vmId: string, opts: StartMigrationOptions): Promise<void> {
     migration.startMigration(this.host, vmId, opts);
   }

@@ -18,7 +18,7 @@ import { attached, datastoresOf, diskRow, freeBytes, imageRow, linkBandwidth, re
 import { abortMigration, addSegment, evaluate, latestMigration, OPEN_STATUSES, openMigrationFrom, openMigrations, settle } from './migrations.js';
 import { commitThenThrow, type MigrationRow } from './store.js';
 import { invalid, invalidState, nonNegativeNumber, positiveNumber, safeName, stableJson } from './validate.js';
-import { validateVmSpec } from './vm-ops.js';
+import { boot, validateVmSpec } from './vm-ops.js';
 
 const URI = /^sim:\/\/([^/]+)\/([^/]+)$/;
 
@@ -73,6 +73,15 @@ export function activateIncoming(h: SimHost, vmId: string): VmRuntime {
     }
     setVmState(h.store, h.hostId, vmId, 'running', nowV);
     return h.runtime(vmId);
+  });
+}
+
+/** Stage 5's forward recovery: a crashed received copy boots from its disks (fault step startVm: it is a boot). */
+export function recoverIncoming(h: SimHost, vmId: string): VmRuntime {
+  return h.vmOp('startVm', vmId, (row, nowV) => {
+    if (row.state === 'running') return toRuntime(row);
+    if (row.state !== 'crashed') throw invalidState(`vm ${vmId} on ${h.hostId} is ${row.state}: its received copy is not lost, activateIncoming resumes it`, true);
+    return boot(h, row, nowV);
   });
 }
 

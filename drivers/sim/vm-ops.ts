@@ -42,17 +42,8 @@ export function startVm(h: SimHost, vmId: string): VmRuntime {
         return toRuntime(row);
       case 'defined':
       case 'stopped':
-      case 'crashed': {
-        const spec = JSON.parse(row.spec) as VmSpec;
-        checkFilesPresent(h, spec, nowV);
-        h.store.run(
-          "UPDATE vms SET state = 'running', generation = generation + 1, updated_v = ? WHERE host_id = ? AND vm_id = ?",
-          nowV,
-          h.hostId,
-          vmId,
-        );
-        return h.runtime(vmId);
-      }
+      case 'crashed':
+        return boot(h, row, nowV);
       case 'paused':
         throw invalidState(`vm ${vmId} is paused on ${h.hostId}; resumeVm resumes it`);
       case 'incoming':
@@ -63,6 +54,19 @@ export function startVm(h: SimHost, vmId: string): VmRuntime {
         throw invalidState(`vm ${vmId} on ${h.hostId} is ${row.state}`, true);
     }
   });
+}
+
+/** Boots a VM that runs nowhere on this host from its files (a new guest generation). */
+export function boot(h: SimHost, row: VmRow, nowV: number): VmRuntime {
+  const spec = JSON.parse(row.spec) as VmSpec;
+  checkFilesPresent(h, spec, nowV);
+  h.store.run(
+    "UPDATE vms SET state = 'running', generation = generation + 1, updated_v = ? WHERE host_id = ? AND vm_id = ?",
+    nowV,
+    h.hostId,
+    row.vm_id,
+  );
+  return h.runtime(row.vm_id);
 }
 
 export function stopVm(h: SimHost, vmId: string, opts: { timeoutMs: number; force: boolean }): VmRuntime {

@@ -133,6 +133,17 @@ export const SCENARIOS: Scenario[] = [
     },
   },
   {
+    name: 'migrate-activation-cold-boot',
+    ok: true,
+    // B's copy crashes during activation, after the commit (patch 'activation-boots-lost-copy'):
+    // the source's stale copy is destroyed and the VM boots on B from its disks
+    async run(f) {
+      const vmId = await provisionRunning(f, 'rec-act-crash');
+      f.sim.injectFault({ kind: 'destination-crash', hostId: 'h2', stage: 5, vmId });
+      return f.migrate({ vmId, targetHostId: 'h2' });
+    },
+  },
+  {
     name: 'lifecycle-stop',
     ok: true,
     async run(f) {

@@ -55,6 +55,12 @@ const EXPECTED: Record<string, { workflowType: string; ended: 'COMPLETED' | 'FAI
     // as migrate-ok-fewer-tasks, with one patch marker and no upsert of the start's search attributes
     activities: ['vmStatus', 'startDestinationContainer', 'startPrecopy', 'setMigrationParams', 'stopAndCopy', 'confirmDestinationImage', 'activateOnTarget', 'cleanupSource'],
   },
+  'migrate-activation-cold-boot': {
+    workflowType: 'liveMigrate',
+    ended: 'COMPLETED',
+    // B's copy lost after the commit: activation failed, A's copy destroyed, the VM booted on B
+    activities: ['stopAndCopy', 'confirmDestinationImage', 'activateOnTarget', 'cleanupSource', 'recoverOnTarget'],
+  },
   'migrate-rolled-back': {
     workflowType: 'liveMigrate',
     ended: 'FAILED',

@@ -106,6 +106,24 @@ describe('sim faults', () => {
     c.sim.close();
   });
 
+  test('destination-crash at stage 5: the copy is lost, recoverIncoming boots it from its disks (a new generation)', async () => {
+    const c = openTestCluster();
+    const { uri } = await prepared(c);
+    c.sim.injectFault({ id: 'dc5', kind: 'destination-crash', hostId: 'host-b', stage: 5 });
+    await c.a.startMigration('vm-1', { uri, autoSwitchover: true });
+    c.clock.set(30_000);
+    await assert.rejects(c.b.recoverIncoming('vm-1'), /not lost, activateIncoming resumes it/, 'a paused copy is not recovered by a boot');
+    await assert.rejects(c.b.activateIncoming('vm-1'), /destination crashed/);
+    assert.equal((await c.b.vmStatus('vm-1'))?.state, 'crashed');
+    await assert.rejects(c.b.activateIncoming('vm-1'), /crashed; cannot activate/);
+    const before = c.sim.snapshot().vms.find((v) => v.hostId === 'host-b')!.generation;
+    assert.equal((await c.b.recoverIncoming('vm-1')).state, 'running');
+    assert.equal((await c.b.recoverIncoming('vm-1')).state, 'running', 'idempotent');
+    assert.ok(c.sim.snapshot().vms.find((v) => v.hostId === 'host-b')!.generation > before, 'booted: the guest restarted');
+    assert.equal((await c.a.vmStatus('vm-1'))?.state, 'postmigrate', 'the source copy is the workflow\'s to destroy');
+    c.sim.close();
+  });
+
   test('destination-crash during a migration: failed at once, destination gone, source running', async () => {
     const c = openTestCluster();
     const { uri } = await prepared(c);

@@ -117,6 +117,31 @@ describe('LiveMigrate', () => {
     }
   });
 
+  test('a destination crash during activation (after the commit): the VM boots on B from its disks, A holds nothing', async () => {
+    const vmId = await provisionRunning(f, 'act-crash');
+    const generationOnA = f.sim.snapshot().vms.find((v) => v.vmId === vmId)!.generation;
+    f.sim.injectFault({ kind: 'destination-crash', hostId: 'h2', stage: 5, vmId });
+    try {
+      const h = await f.migrate({ vmId, targetHostId: 'h2' });
+      const r = await outcome<MigrationResult>(h);
+      assert.ok(r.ok, !r.ok ? r.message : '');
+      assert.equal(r.value.state, 'completed');
+      assert.equal(r.value.guestRestarted, true, 'the result says the guest restarted');
+      await assertOnlyOn(f, vmId, 'h2');
+      assert.ok(f.sim.listFaults().some((x) => x.kind === 'destination-crash' && x.firedCount === 1), 'the crash fired');
+      const onB = f.sim.snapshot().vms.find((v) => v.vmId === vmId)!;
+      assert.ok(onB.generation > generationOnA, `a new guest generation booted on B (${onB.generation} after ${generationOnA})`);
+      const op = await operationOf(f, h);
+      assert.equal(op.state, 'completed');
+      const details = op.details as { guestRestarted?: boolean; decisions: Array<{ action: string }> };
+      assert.equal(details.guestRestarted, true);
+      const kinds = details.decisions.map((d) => d.action);
+      assert.ok(kinds.includes('activation-retry') && kinds.includes('activation-cold-boot'), kinds.join(', '));
+    } finally {
+      f.sim.clearFaults();
+    }
+  });
+
   test('cancel during pre-copy rolls back', async () => {
     const vmId = await provisionRunning(f, 'cancel-mig', { memoryMiB: 4096, dirtyMiBps: 2000, wwsMiB: 1024 });
     const h = await f.migrate({ vmId, targetHostId: 'h2', policy: 'converge-or-abort' });
