@@ -12,6 +12,7 @@ import {
   CancellationScope,
   condition,
   isCancellation,
+  patched,
   setCurrentDetails,
   setHandler,
   sleep,
@@ -38,7 +39,7 @@ import { unsetAttributes, upsertAttributes } from './lib/start-attributes.js';
 import { diskProgress, mirrorUntilInSync } from './disk-mirror.js';
 import { activateForward } from './lib/activation.js';
 import { workflowContext } from './context.js';
-import { migrationDetails } from './lib/current-details.js';
+import { migrationDetails, phaseOf } from './lib/current-details.js';
 import { activitySummary } from '../domain/summaries.js';
 import { describeFailure, failureType } from '../domain/failures.js';
 import { PolicyError, resolvePolicy, type ConvergencePolicy } from '../domain/policies.js';
@@ -325,8 +326,14 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
       if (!firstSample) checkCancel();
       while (pendingParams.length) {
         const p = pendingParams.shift()!;
-        await A.setMigrationParams({ vmId: input.vmId, params: p });
-        if (p.downtimeLimitMs !== undefined) progress.progress.downtimeLimitMs = p.downtimeLimitMs;
+        try {
+          await A.setMigrationParams({ vmId: input.vmId, params: p });
+          if (p.downtimeLimitMs !== undefined) progress.progress.downtimeLimitMs = p.downtimeLimitMs;
+        } catch (err) {
+          // a knob on a transfer that already converged is moot, no rollback (patched: it rolled back)
+          if (isCancellation(err) || !patched('operator-params-never-roll-back')) throw err;
+          decisionLog('params-not-applied', `${describeFailure(err)}; the transfer's own state decides`);
+        }
       }
       if (switchoverRequested) break;
       const st = firstSample ?? (await Awatch.watchPrecopy({ vmId: input.vmId, windowMs: WATCH_WINDOW_MS }));
@@ -490,10 +497,4 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
       details: [{ state, failedStage, compensations: progress.compensations }],
     });
   }
-}
-
-/** `stage 2 pre-copy`, `queued`, `rollback`: what an activity belongs to, for its summary */
-function phaseOf(p: MigrationProgress): string {
-  if (p.stage === 'rollback' || p.stage === 'queued' || p.stage === 'done') return p.stage;
-  return `stage ${p.stageIndex} ${p.stage}`;
 }

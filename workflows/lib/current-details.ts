@@ -86,3 +86,9 @@ export function coldDetails(p: ColdMigrationProgress, nowMs: number, startedAtMs
   if (p.compensations.length) rows.push(['compensations', p.compensations.map((c) => `${c.name} ${c.ok ? 'ok' : 'FAILED'}`).join(', ')]);
   return markdownList(`cold migration of ${p.vmId}`, rows);
 }
+
+/** `stage 2 pre-copy`, `queued`, `rollback`: what a LiveMigrate activity belongs to, for its summary */
+export function phaseOf(p: MigrationProgress): string {
+  if (p.stage === 'rollback' || p.stage === 'queued' || p.stage === 'done') return p.stage;
+  return `stage ${p.stageIndex} ${p.stage}`;
+}
