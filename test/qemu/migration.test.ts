@@ -118,6 +118,26 @@ describe('qemu live migration A -> B (real QEMU, TCG)', { skip: qemuSkipReason }
     assert.equal((await B.activateIncoming(spec.vmId)).state, 'running');
   });
 
+  it("a received copy lost after the switchover (B's QEMU killed): recoverIncoming boots a fresh QEMU on B from the disk", async () => {
+    const spec = await runningOnA();
+    const { uri } = await B.prepareIncoming(spec);
+    await A.startMigration(spec.vmId, { uri, autoSwitchover: true, downtimeLimitMs: 2000, maxBandwidthBytesPerSec: 1024 * MiB });
+    await waitFor('completed', async () => (await A.migrationStatus(spec.vmId)).status === 'completed');
+    const lost = (await B.vmStatus(spec.vmId))!;
+    assert.equal(lost.state, 'paused');
+    await assert.rejects(B.recoverIncoming(spec.vmId), (e: DriverError) => e.code === 'INVALID_STATE' && /not lost/.test(e.message), 'a paused copy is activated, not rebooted');
+    process.kill(lost.pid!, 'SIGKILL');
+    await waitFor('the copy to be gone', async () => (await B.vmStatus(spec.vmId))?.state === 'crashed');
+    await assert.rejects(B.activateIncoming(spec.vmId), (e: DriverError) => e.code === 'INVALID_STATE' && e.permanent === true);
+    await A.destroyVm(spec.vmId); // the workflow destroys the stale source first: the guest never runs twice
+    const up = await B.recoverIncoming(spec.vmId);
+    assert.equal(up.state, 'running');
+    assert.notEqual(up.pid, lost.pid, 'a fresh QEMU process');
+    assert.equal((await B.recoverIncoming(spec.vmId)).state, 'running', 'idempotent');
+    await waitFor('the restarted guest to count', async () => (await hb(B, spec.vmId)) > 5);
+    assert.deepEqual(await pidsMentioning(A.vmPaths(spec.vmId).dir), [], 'nothing of the VM runs on A');
+  });
+
   it('cancel during pre-copy: VM keeps running on A, B has no process and no files', async () => {
     const spec = await runningOnA();
     const { uri } = await B.prepareIncoming(spec);
