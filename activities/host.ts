@@ -213,9 +213,15 @@ export function createHostActivities(deps: HostActivityDeps) {
 
     // ---------------------------------------------------------------- disk mirrors
     /** Starts the mirror of every disk of the VM (idempotent: a running mirror is kept). */
-    async startDiskMirror(input: { vmId: string; target: DiskMirrorTarget }): Promise<void> {
+    /**
+     * Starts mirroring every disk; with `watchWindowMs` it then watches the first window like
+     * watchDiskMirror (heartbeating: call it under the watch profile) and returns its sample, so a
+     * small disk is often in sync by the time the workflow looks.
+     */
+    async startDiskMirror(input: { vmId: string; target: DiskMirrorTarget; watchWindowMs?: number }): Promise<DiskMirrorStats | undefined> {
       if (!driver.startDiskMirror) throw failure(ErrorType.InvalidArgument, `the ${driver.kind} driver of ${driver.hostId} has no disk mirror`, undefined, true);
       await driver.startDiskMirror(input.vmId, input.target);
+      return input.watchWindowMs === undefined ? undefined : acts.watchDiskMirror({ vmId: input.vmId, windowMs: input.watchWindowMs });
     },
 
     /**

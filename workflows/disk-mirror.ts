@@ -16,6 +16,8 @@ export interface MirrorWatch {
   onProgress(p: DiskMirrorProgress): void;
   /** give up after this long (ms) without reaching sync */
   maxMs?: number;
+  /** the first window's sample when the mirror's start watched it (used instead of a first watch) */
+  first?: DiskMirrorStats;
 }
 
 /** Progress from a sample and the previous one (the transfer rate when the driver gives none). */
@@ -36,9 +38,11 @@ export function diskProgress(st: DiskMirrorStats, prev?: { copiedBytes: number; 
 export async function mirrorUntilInSync(w: MirrorWatch): Promise<DiskMirrorStats> {
   const started = Date.now();
   let prev: { copiedBytes: number; atMs: number } | undefined;
+  let first = w.first;
   for (;;) {
     w.checkCancel();
-    const st = await w.watch({ vmId: w.vmId, windowMs: MIRROR_WATCH_WINDOW_MS });
+    const st = first ?? (await w.watch({ vmId: w.vmId, windowMs: MIRROR_WATCH_WINDOW_MS }));
+    first = undefined;
     const now = Date.now();
     w.onProgress(diskProgress(st, prev, now));
     prev = { copiedBytes: st.copiedBytes, atMs: now };

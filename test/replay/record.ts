@@ -14,7 +14,7 @@ import { writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { WorkflowHandle } from '@temporalio/client';
-import { controlQueue, migrationStartAttributes, workflowIds, type ColdMigrateInput, type LifecycleInput, type LiveMigrateInput } from '../../workflows/definitions.js';
+import { controlQueue, migrationStartAttributes, workflowIds, type ColdMigrateInput, type LifecycleInput, type LiveMigrateInput, type StorageMigrateInput } from '../../workflows/definitions.js';
 import { historyToJSON } from './history-json.js';
 import { outcome, smallCluster, startTestFerry, stopOwnTemporal, type TestFerry } from '../helpers/ferry.js';
 
@@ -38,6 +38,10 @@ async function provisionRunning(f: TestFerry, name: string, dirtyMiBps = 100): P
 
 function coldMigrate(f: TestFerry, input: ColdMigrateInput): Promise<WorkflowHandle> {
   return f.client.workflow.start('coldMigrate', { taskQueue: controlQueue(f.prefix), workflowId: `${workflowIds.migrate(input.vmId)}-${f.prefix}`, args: [input] });
+}
+
+function storageMigrate(f: TestFerry, input: StorageMigrateInput): Promise<WorkflowHandle> {
+  return f.client.workflow.start('storageMigrate', { taskQueue: controlQueue(f.prefix), workflowId: `${workflowIds.migrate(input.vmId)}-${f.prefix}`, args: [input] });
 }
 
 export const SCENARIOS: Scenario[] = [
@@ -141,6 +145,28 @@ export const SCENARIOS: Scenario[] = [
       const vmId = await provisionRunning(f, 'rec-act-crash');
       f.sim.injectFault({ kind: 'destination-crash', hostId: 'h2', stage: 5, vmId });
       return f.migrate({ vmId, targetHostId: 'h2' });
+    },
+  },
+  {
+    name: 'storage-ok',
+    ok: true,
+    // recorded before patch 'storage-fewer-tasks': every control step a task of its own
+    run: async (f) => storageMigrate(f, { vmId: await provisionRunning(f, 'rec-storage'), targetDatastoreId: 'local-h1' }),
+  },
+  {
+    name: 'storage-ok-fewer-tasks',
+    ok: true,
+    // since patch 'storage-fewer-tasks': the control steps are local activities (markers)
+    run: async (f) => storageMigrate(f, { vmId: await provisionRunning(f, 'rec-storage2'), targetDatastoreId: 'local-h1' }),
+  },
+  {
+    name: 'storage-rolled-back-fewer-tasks',
+    ok: false,
+    async run(f) {
+      // the pivot fails on every attempt: the saga cancels the mirror and releases the space
+      const vmId = await provisionRunning(f, 'rec-storage-rb');
+      f.sim.injectFault({ kind: 'fail-step', step: 'completeDiskMirror', vmId, count: -1 });
+      return storageMigrate(f, { vmId, targetDatastoreId: 'local-h1' });
     },
   },
   {

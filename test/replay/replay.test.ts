@@ -61,6 +61,24 @@ const EXPECTED: Record<string, { workflowType: string; ended: 'COMPLETED' | 'FAI
     // B's copy lost after the commit: activation failed, A's copy destroyed, the VM booted on B
     activities: ['stopAndCopy', 'confirmDestinationImage', 'activateOnTarget', 'cleanupSource', 'recoverOnTarget'],
   },
+  'storage-ok': {
+    workflowType: 'storageMigrate',
+    ended: 'COMPLETED',
+    // recorded before patch 'storage-fewer-tasks': every control step a task of its own
+    activities: ['beginOperation', 'planStorageMigration', 'updateOperation', 'vmStatus', 'reserveStorageTarget', 'startDiskMirror', 'watchDiskMirror', 'completeDiskMirror', 'commitStorageMigration', 'deleteDisks', 'finishOperation'],
+  },
+  'storage-ok-fewer-tasks': {
+    workflowType: 'storageMigrate',
+    ended: 'COMPLETED',
+    // since patch 'storage-fewer-tasks': control steps as local activities, the start watches the first window
+    activities: ['vmStatus', 'startDiskMirror', 'completeDiskMirror', 'deleteDisks'],
+  },
+  'storage-rolled-back-fewer-tasks': {
+    workflowType: 'storageMigrate',
+    ended: 'FAILED',
+    // the pivot failed; the saga ran newest first
+    activities: ['startDiskMirror', 'completeDiskMirror', 'cancelDiskMirror', 'releaseReservation', 'restoreVmAfterRollback'],
+  },
   'migrate-rolled-back': {
     workflowType: 'liveMigrate',
     ended: 'FAILED',
