@@ -51,10 +51,7 @@ const WATCH_WINDOW_MS = 1000;
 const QUEUE_POLL = '1 second';
 
 class Rollback extends Error {
-  constructor(
-    message: string,
-    readonly cancelled = false,
-  ) {
+  constructor(message: string, readonly cancelled = false) {
     super(message);
   }
 }
