@@ -416,9 +416,20 @@ export function createControlActivities(deps: ControlActivityDeps) {
     },
 
     /** Stage 4: the point of no return, one transaction. Idempotent. */
-    async commitMigration(input: { operationId: string; vmId: string; sourceHostId: string; targetHostId: string; home?: { diskPaths: string[]; seedPath?: string | null } }): Promise<void> {
+    async commitMigration(input: {
+      operationId: string;
+      vmId: string;
+      sourceHostId: string;
+      targetHostId: string;
+      home?: { diskPaths: string[]; seedPath?: string | null };
+      /** patched workflows: the record shows `name` while committing and `after` once committed */
+      stage?: { name: string; after: string; stageTimingsMs: Record<string, number> };
+    }): Promise<void> {
+      const { stage, ...commit } = input;
+      if (stage) await operations.updateOperation(db, input.operationId, { stage: stage.name, details: { stageTimingsMs: stage.stageTimingsMs } });
       await fault('commitMigration', { vmId: input.vmId });
-      await capacity.commitMigration(db, input);
+      await capacity.commitMigration(db, commit);
+      if (stage) await operations.updateOperation(db, input.operationId, { stage: stage.after });
     },
 
     async readCommit(input: { vmId: string; operationId: string }): Promise<{ committed: boolean }> {
@@ -433,7 +444,37 @@ export function createControlActivities(deps: ControlActivityDeps) {
       await em.flush();
     },
   };
-  return withFailureMapping(acts);
+
+  // ---------------------------------------------------------------- live migration, folded steps
+  // (patch 'live-folded-steps'): the steps above, several per local activity, so a migration makes
+  // fewer database round trips and writes fewer history markers
+  const folded = {
+    /** Stage 0's database work: the record (in stage pre-migration), the plan, the plan on the record. */
+    async beginLiveMigration(input: {
+      operation: Parameters<typeof acts.beginOperation>[0];
+      plan: Parameters<typeof acts.planLiveMigration>[0];
+    }): Promise<Awaited<ReturnType<typeof acts.planLiveMigration>>> {
+      await operations.createOperation(db, { ...input.operation, stage: 'pre-migration' });
+      const plan = await acts.planLiveMigration(input.plan);
+      await operations.updateOperation(db, input.operation.id, { sourceHostId: plan.sourceHostId, targetHostId: plan.targetHostId, details: { plan: { copyDisks: plan.copyDisks, rejected: plan.rejected } } });
+      return plan;
+    },
+
+    /**
+     * The migration slots on both hosts (a grant moves the record to stage reservation) and, only
+     * when granted, stage 1's reservation on B. Not granted: nothing reserved (the workflow queues
+     * and asks again). Idempotent by operationId, like each step it folds.
+     */
+    async slotAndReserveLiveTarget(input: {
+      slots: Parameters<typeof acts.acquireMigrationSlots>[0];
+      reservation: Parameters<typeof acts.reserveMigrationTarget>[0];
+    }): Promise<{ granted: boolean; reason?: string }> {
+      const slot = await acts.acquireMigrationSlots(input.slots);
+      if (slot.granted) await acts.reserveMigrationTarget(input.reservation);
+      return slot;
+    },
+  };
+  return withFailureMapping({ ...acts, ...folded });
 }
 
 /** Locally administered, stable MAC derived from the VM id (52:54:00 is QEMU's prefix). */

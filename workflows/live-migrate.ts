@@ -110,6 +110,7 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
   let switchoverRequested: string | undefined;
   let ctrl: ControllerState | undefined;
   let committed = false;
+  let committedHere = false; // the commit call answered (so it recorded its stages), not read back
   let migrationStarted = false;
   /** the stage-0 source check (overlapped with stage 1) refused the migration */
   let refusedAtSourceCheck = false;
@@ -169,7 +170,8 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
   publish();
 
   let stageStarted = Date.now();
-  async function enterStage(stage: MigrationStage) {
+  /** `record: false` (patch 'live-folded-steps' only): the row write goes with the next control call */
+  async function enterStage(stage: MigrationStage, opts: { record?: boolean } = {}) {
     const idx = (MIGRATION_STAGES as readonly string[]).indexOf(stage);
     if (progress.stage !== stage) progress.stageTimingsMs[progress.stage] = (progress.stageTimingsMs[progress.stage] ?? 0) + (Date.now() - stageStarted);
     stageStarted = Date.now();
@@ -177,8 +179,10 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
     if (idx >= 0) progress.stageIndex = idx;
     publish();
     upsertSearchAttributes([...carriedAttributes.splice(0), { key: SA.Stage, value: idx >= 0 ? `${idx}-${stage}` : stage }]);
+    if (folded && opts.record === false) return;
     await writeAudit({ id: operationId, stage, details: { stageTimingsMs: progress.stageTimingsMs } });
   }
+  const stageRow = (name: MigrationStage) => ({ name, stageTimingsMs: { ...progress.stageTimingsMs } });
 
   function checkCancel() {
     if (cancelReason) throw new Rollback(cancelReason, true);
@@ -202,24 +206,33 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
   // since the patch epoch the start's search attributes are not upserted again (lib/start-attributes.ts)
   // and what is missing travels with stage 0's Stage upsert
   const epoch = sinceEpoch();
+  // Patch 'live-folded-steps' (asked here, in the first workflow task, next to the epoch: asked
+  // first right after a local activity's result a patch can replay as absent, see coldMigrate):
+  // the control steps fold into fewer local activities (begin = record + plan + plan on the
+  // record; slots + reservation + its stage; the commit with its stages), and the stages that
+  // take no time of their own leave their row write to that call. Every stage still reaches the
+  // search attribute, the progress query and the record's timings.
+  const folded = patched('live-folded-steps');
   const startAttributes: SearchAttributeUpdatePair[] = [{ key: SA.VmId, value: input.vmId }, { key: SA.MigrationKind, value: 'live' }];
   const carriedAttributes = epoch ? unsetAttributes(startAttributes) : [];
   if (!epoch) upsertSearchAttributes(startAttributes);
-  await ctl.beginOperation({ id: operationId, workflowId: info.workflowId, runId: info.runId, kind: 'migration', subkind: 'live', vmId: input.vmId, details: { policy: policy.name, policyKnobs: policy, ...(input.auto ? { auto: input.auto } : {}) }, ...(input.principal ? { principal: input.principal } : {}) });
+  const operation = { id: operationId, workflowId: info.workflowId, runId: info.runId, kind: 'migration' as const, subkind: 'live', vmId: input.vmId, details: { policy: policy.name, policyKnobs: policy, ...(input.auto ? { auto: input.auto } : {}) }, ...(input.principal ? { principal: input.principal } : {}) };
+  if (!folded) await ctl.beginOperation(operation);
 
   // compensations retry 3 times on top of their activity's own retry policy, 1 s, 2 s apart
   const saga = new Saga({ maxAttempts: 3, pauseBetweenAttempts: (a) => sleep(a * 1000) });
   let final: MigrationStats | undefined;
   try {
     // ---------------------------------------------------------------- stage 0: pre-migration
-    await enterStage('pre-migration');
-    const plan = await ctl.planLiveMigration({ vmId: input.vmId, targetHostId: input.targetHostId, operationId });
+    await enterStage('pre-migration', { record: false });
+    const planInput = { vmId: input.vmId, targetHostId: input.targetHostId, operationId };
+    const plan = folded ? await ctl.beginLiveMigration({ operation, plan: planInput }) : await ctl.planLiveMigration(planInput);
     sourceHost = plan.sourceHostId;
     progress.sourceHostId = plan.sourceHostId;
     progress.targetHostId = plan.targetHostId;
     const hostAttributes: SearchAttributeUpdatePair[] = [{ key: SA.SourceHost, value: plan.sourceHostId }, { key: SA.TargetHost, value: plan.targetHostId }];
     upsertAttributes(hostAttributes, epoch);
-    await ctl.updateOperation({ id: operationId, sourceHostId: plan.sourceHostId, targetHostId: plan.targetHostId, details: { plan: { copyDisks: plan.copyDisks, rejected: plan.rejected } } });
+    if (!folded) await ctl.updateOperation({ id: operationId, sourceHostId: plan.sourceHostId, targetHostId: plan.targetHostId, details: { plan: { copyDisks: plan.copyDisks, rejected: plan.rejected } } });
     const A = on(plan.sourceHostId);
     const AComp = on(plan.sourceHostId, compensationProfile);
     const B = on(plan.targetHostId);
@@ -247,9 +260,12 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
       saga.add('restore-inventory', restoreInventory);
       saga.add('release-reservation', releaseReservation);
     }
+    const slots = { operationId, sourceHostId: plan.sourceHostId, targetHostId: plan.targetHostId };
+    const reservation = { operationId, vmId: input.vmId, targetHostId: plan.targetHostId, ...(plan.copyDisks ? { targetDatastoreId: plan.targetDatastoreId } : {}) };
     for (let queuedSince: number | undefined; ; ) {
       checkCancel();
-      const slot = await ctl.acquireMigrationSlots({ operationId, sourceHostId: plan.sourceHostId, targetHostId: plan.targetHostId });
+      // folded: a granted slot (the record then shows stage reservation) is reserved on B at once
+      const slot = folded ? await ctl.slotAndReserveLiveTarget({ slots, reservation }) : await ctl.acquireMigrationSlots(slots);
       if (slot.granted) break;
       if (queuedSince === undefined) {
         queuedSince = Date.now();
@@ -261,14 +277,14 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
     progress.queue = undefined;
 
     // ---------------------------------------------------------------- stage 1: reservation
-    await enterStage('reservation');
+    await enterStage('reservation', { record: false });
     if (!epoch) {
       saga.add('restore-inventory', restoreInventory);
       saga.add('release-reservation', releaseReservation);
     }
     // settled into a value at once, so a rollback before it is awaited leaves no unhandled rejection
     const sourceCheck = overlapCheck ? A.vmStatus({ vmId: input.vmId }).then(notRunning, (err: unknown) => err) : undefined;
-    await ctl.reserveMigrationTarget({ operationId, vmId: input.vmId, targetHostId: plan.targetHostId, ...(plan.copyDisks ? { targetDatastoreId: plan.targetDatastoreId } : {}) });
+    if (!folded) await ctl.reserveMigrationTarget(reservation);
     checkCancel();
     // copyDisks (no shared storage): B creates empty copies of the disks, sized from A's; the
     // destroy below removes them too while B's copy was never activated
@@ -367,21 +383,23 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
     checkCancel();
 
     // ---------------------------------------------------------------- stage 3: stop-and-copy
-    await enterStage('stop-and-copy');
+    await enterStage('stop-and-copy', { record: false });
     progress.awaitingApproval = false;
     final = await on(plan.sourceHostId, watchProfile).stopAndCopy({ vmId: input.vmId, timeoutMs: 10 * 60_000 });
     absorb(final);
 
     // ---------------------------------------------------------------- stage 4: commitment
-    await enterStage('commitment');
+    await enterStage('commitment', { record: false });
     const image = await B.confirmDestinationImage({ vmId: input.vmId });
     receivedSpec = image.spec;
     // copyDisks: the VM's disks are B's copies from the commit on (same transaction)
     const home = plan.copyDisks ? { diskPaths: image.spec.disks, seedPath: image.spec.seedPath ?? null } : undefined;
     if (home) oldDiskFiles = ownFiles.filter((f) => !home.diskPaths.includes(f) && f !== home.seedPath);
     try {
-      await ctl.commitMigration({ operationId, vmId: input.vmId, sourceHostId: plan.sourceHostId, targetHostId: plan.targetHostId, ...(home ? { home } : {}) });
-      committed = true;
+      // folded: the record shows commitment while committing, activation once committed
+      const stage = folded ? { stage: { ...stageRow('commitment'), after: 'activation' } } : {};
+      await ctl.commitMigration({ operationId, vmId: input.vmId, sourceHostId: plan.sourceHostId, targetHostId: plan.targetHostId, ...(home ? { home } : {}), ...stage });
+      committed = committedHere = true;
     } catch (err) {
       // The outcome is unknown (timed out, lost reply): read the recorded decision back; never guess.
       committed = (await CancellationScope.nonCancellable(() => ctl.readCommit({ vmId: input.vmId, operationId }))).committed;
@@ -394,7 +412,7 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
   // ---------------------------------------------------------------- stage 5: activation (forward only)
   // Past the fence: cancellation no longer applies; everything below runs to the end.
   return CancellationScope.nonCancellable(async () => {
-    await enterStage('activation');
+    await enterStage('activation', { record: !(folded && committedHere) });
     const A = on(sourceHost, activationProfile);
     const { guestRestarted } = await activateForward({
       vmId: input.vmId,

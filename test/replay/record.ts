@@ -102,6 +102,31 @@ export const SCENARIOS: Scenario[] = [
     },
   },
   {
+    name: 'migrate-ok-folded',
+    ok: true,
+    // the epoch's run recorded after patch 'live-folded-steps': begin, slots + reservation and the
+    // commit each one local activity with their stage writes
+    run: async (f) => {
+      const vmId = await provisionRunning(f, 'rec-mig4', 4000);
+      const input: LiveMigrateInput = { vmId, targetHostId: 'h2', policy: 'minimal-downtime', overrides: { maxRounds: 8, throttleStepSec: 0.5 } };
+      return f.client.workflow.start('liveMigrate', {
+        taskQueue: controlQueue(f.prefix),
+        workflowId: `${workflowIds.migrate(vmId)}-${f.prefix}`,
+        args: [input],
+        typedSearchAttributes: migrationStartAttributes({ vmId, kind: 'live', sourceHostId: 'h1', targetHostId: 'h2' }),
+      });
+    },
+  },
+  {
+    name: 'migrate-rolled-back-folded',
+    ok: false,
+    async run(f) {
+      const vmId = await provisionRunning(f, 'rec-rb2');
+      f.sim.injectFault({ kind: 'fail-stage', stage: 2, vmId });
+      return f.migrate({ vmId, targetHostId: 'h2' });
+    },
+  },
+  {
     name: 'cold-ok',
     ok: true,
     // ColdMigrate as it ran before patch 'cold-fewer-tasks' (control steps as remote activities,

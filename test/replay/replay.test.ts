@@ -79,6 +79,17 @@ const EXPECTED: Record<string, { workflowType: string; ended: 'COMPLETED' | 'FAI
     // the pivot failed; the saga ran newest first
     activities: ['startDiskMirror', 'completeDiskMirror', 'cancelDiskMirror', 'releaseReservation', 'restoreVmAfterRollback'],
   },
+  'migrate-ok-folded': {
+    workflowType: 'liveMigrate',
+    ended: 'COMPLETED',
+    // as migrate-ok-epoch; the control steps folded into fewer local activities (markers)
+    activities: ['vmStatus', 'startDestinationContainer', 'startPrecopy', 'setMigrationParams', 'stopAndCopy', 'confirmDestinationImage', 'activateOnTarget', 'cleanupSource'],
+  },
+  'migrate-rolled-back-folded': {
+    workflowType: 'liveMigrate',
+    ended: 'FAILED',
+    activities: ['startPrecopy', 'rollbackSource', 'destroyDestinationContainer', 'releaseReservation', 'restoreVmAfterRollback'],
+  },
   'migrate-rolled-back': {
     workflowType: 'liveMigrate',
     ended: 'FAILED',
