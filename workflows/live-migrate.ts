@@ -38,6 +38,7 @@ import { isPatched, sinceEpoch } from './lib/patches.js';
 import { unsetAttributes, upsertAttributes } from './lib/start-attributes.js';
 import { diskProgress, mirrorUntilInSync } from './disk-mirror.js';
 import { activateForward } from './lib/activation.js';
+import { PrecopyWindows, WATCH_WINDOW_MS } from './lib/precopy-windows.js';
 import { workflowContext } from './context.js';
 import { migrationDetails, phaseOf } from './lib/current-details.js';
 import { activitySummary } from '../domain/summaries.js';
@@ -45,8 +46,6 @@ import { describeFailure, failureType } from '../domain/failures.js';
 import { PolicyError, resolvePolicy, type ConvergencePolicy } from '../domain/policies.js';
 import { applyOperatorChange, decide, initialControllerState, initialMigrationParams, type ControllerState } from '../domain/convergence.js';
 
-/** How long one watchPrecopy activity samples before the controller looks (ms). */
-const WATCH_WINDOW_MS = 1000;
 /** How often a queued migration re-asks for a slot. */
 const QUEUE_POLL = '1 second';
 
@@ -120,15 +119,19 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
   let receivedSpec: VmSpec | undefined; // B's copy's spec (stage 4): a lost copy boots from it
   const pendingParams: Array<{ maxBandwidthBytesPerSec?: number; downtimeLimitMs?: number }> = [];
 
+  /** the pre-copy watch windows (lib/precopy-windows.ts): operator input interrupts a long one */
+  const windows = new PrecopyWindows();
   setHandler(migrationProgressQuery, () => progress);
   setHandler(cancelMigrationSignal, ({ reason } = {}) => {
     if (!committed) cancelReason = reason || 'cancelled by operator';
+    windows.interrupt();
   });
   setHandler(
     switchoverUpdate,
     () => {
       switchoverRequested = policy.approveSwitchover ? 'approved by operator' : 'forced by operator';
       decisionLog('switchover', switchoverRequested);
+      windows.interrupt();
       return progress;
     },
     {
@@ -148,6 +151,7 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
       }
       if (change.maxBandwidthBytesPerSec !== undefined) pendingParams.push({ maxBandwidthBytesPerSec: change.maxBandwidthBytesPerSec });
       decisionLog('operator-params', JSON.stringify(change));
+      windows.interrupt();
       return progress;
     },
     {
@@ -349,8 +353,9 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
         }
       }
       if (switchoverRequested) break;
-      const st = firstSample ?? (await Awatch.watchPrecopy({ vmId: input.vmId, windowMs: WATCH_WINDOW_MS }));
+      const st = firstSample ?? (await windows.watch((windowMs) => Awatch.watchPrecopy({ vmId: input.vmId, windowMs })));
       firstSample = undefined;
+      if (!st) continue; // operator input interrupted a long window: it goes first
       absorb(st);
       if (st.status === 'failed' || st.status === 'cancelled' || st.status === 'none') {
         throw new Rollback(`pre-copy ${st.status}${st.error ? `: ${st.error}` : ''}`);
@@ -366,6 +371,7 @@ export async function liveMigrate(input: LiveMigrateInput): Promise<MigrationRes
         if (JSON.stringify(before.actions) !== JSON.stringify(d.actions) && !isPatched('controller-ceiling-in-force')) d = before;
       }
       ctrl = d.state;
+      windows.plan(d);
       progress.progress.percent = d.progress.percent;
       progress.progress.etaSeconds = d.progress.etaSec ?? undefined;
       progress.progress.verdict = d.verdict;

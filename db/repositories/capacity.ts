@@ -252,6 +252,14 @@ export async function reserve(x: Db | Em, input: ReserveInput): Promise<Allocati
         throw new ConflictError(`operation ${input.operationId} was rolled back and gave its reservations back: no new reservation for it (a late run of its step)`, 'operation', 'state', 'rolled-back');
       }
 
+      // One pending reservation per operation and VM: an earlier one on another host is a lost
+      // attempt of this same step (a local activity whose workflow task timed out, so its result
+      // never reached history; the retry planned again and picked another host: chaos seed 196)
+      // and gives way to this one.
+      if ((input.kind ?? 'reservation') === 'reservation') {
+        for (const lost of await tx.find(Allocation, { operationId: input.operationId, vmId: input.vmId, kind: 'reservation', hostId: { $ne: input.hostId } })) tx.remove(lost);
+      }
+
       const host = await tx.findOneOrFail(Host, { id: input.hostId }, { refresh: true });
       if (host.maintenance) throw new CapacityError(`host ${host.id} is in maintenance and takes no new placements`, 'host', { hostId: host.id });
       if (host.state !== 'up') throw new CapacityError(`host ${host.id} is ${host.state}`, 'host', { hostId: host.id });

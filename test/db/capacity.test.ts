@@ -100,6 +100,18 @@ for (const kind of dbKinds()) {
       await t.db.em().nativeDelete(Allocation, {});
     });
 
+    it('a step that reserves again on another host (a lost attempt re-planned) keeps one reservation, the new one', async () => {
+      const r1 = await reserve(t.db, { hostId: 'host-1', vmId: 'vm-lost', cpus: 2, memoryMiB: 1024, diskGiB: 0, operationId: 'op-lost', kind: 'reservation' });
+      const other = await reserve(t.db, { hostId: 'host-1', vmId: 'vm-other', cpus: 1, memoryMiB: 512, diskGiB: 0, operationId: 'op-other', kind: 'reservation' });
+      const r2 = await reserve(t.db, { hostId: 'host-2', vmId: 'vm-lost', cpus: 2, memoryMiB: 1024, diskGiB: 0, operationId: 'op-lost', kind: 'reservation' });
+      assert.notEqual(r1.id, r2.id);
+      const left = await t.db.em().fork().find(Allocation, { operationId: { $in: ['op-lost', 'op-other'] } });
+      assert.deepEqual(left.map((a) => `${a.operationId}:${a.hostId}`).sort(), ['op-lost:host-2', 'op-other:host-1'], 'the lost attempt on host-1 is gone, nobody else touched');
+      assert.equal((await reserve(t.db, { hostId: 'host-2', vmId: 'vm-lost', cpus: 2, memoryMiB: 1024, diskGiB: 0, operationId: 'op-lost', kind: 'reservation' })).id, r2.id, 'a retry on the same host is the same reservation');
+      await t.db.em().nativeDelete(Allocation, {});
+      assert.ok(other.id);
+    });
+
     it('cpu and disk limits are named too, with overcommit ratios applied', async () => {
       // 16 cpus x 4.0 = 64 vCPUs
       await reserve(t.db, { hostId: 'host-2', vmId: 'vm-big', cpus: 64, memoryMiB: 1, diskGiB: 0, operationId: 'op-cpu-1', kind: 'reservation' });

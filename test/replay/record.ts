@@ -14,9 +14,9 @@ import { writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { WorkflowHandle } from '@temporalio/client';
-import { controlQueue, migrationStartAttributes, workflowIds, type ColdMigrateInput, type LifecycleInput, type LiveMigrateInput, type StorageMigrateInput } from '../../workflows/definitions.js';
+import { controlQueue, migrationStartAttributes, setMigrationParamsUpdate, workflowIds, type ColdMigrateInput, type LifecycleInput, type LiveMigrateInput, type StorageMigrateInput } from '../../workflows/definitions.js';
 import { historyToJSON } from './history-json.js';
-import { outcome, smallCluster, startTestFerry, stopOwnTemporal, type TestFerry } from '../helpers/ferry.js';
+import { outcome, smallCluster, startTestFerry, stopOwnTemporal, waitFor, type TestFerry } from '../helpers/ferry.js';
 
 export const HISTORIES_DIR = fileURLToPath(new URL('./histories/', import.meta.url));
 const MiB = 1024 ** 2;
@@ -115,6 +115,24 @@ export const SCENARIOS: Scenario[] = [
         args: [input],
         typedSearchAttributes: migrationStartAttributes({ vmId, kind: 'live', sourceHostId: 'h1', targetHostId: 'h2' }),
       });
+    },
+  },
+  {
+    name: 'migrate-long-windows',
+    ok: true,
+    // patch 'precopy-long-windows': a quiet pre-copy (1 GiB dirtying nothing over a 1 MiB/s cap,
+    // ~10 s at time scale 100) watched in long windows, one of them interrupted by an operator's
+    // parameter change, which is applied at once
+    async run(f) {
+      const vmId = await provisionRunning(f, 'rec-long', 0);
+      const h = await f.migrate({ vmId, targetHostId: 'h2', overrides: { maxBandwidthBytesPerSec: MiB } });
+      const longWindow = async () => {
+        const history = await h.fetchHistory();
+        return (history.events ?? []).some((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'watchPrecopy');
+      };
+      await waitFor('a long watch window', longWindow);
+      await h.executeUpdate(setMigrationParamsUpdate, { args: [{ maxBandwidthBytesPerSec: 2 * MiB }] });
+      return h;
     },
   },
   {

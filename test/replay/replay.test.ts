@@ -85,6 +85,12 @@ const EXPECTED: Record<string, { workflowType: string; ended: 'COMPLETED' | 'FAI
     // as migrate-ok-epoch; the control steps folded into fewer local activities (markers)
     activities: ['vmStatus', 'startDestinationContainer', 'startPrecopy', 'setMigrationParams', 'stopAndCopy', 'confirmDestinationImage', 'activateOnTarget', 'cleanupSource'],
   },
+  'migrate-long-windows': {
+    workflowType: 'liveMigrate',
+    ended: 'COMPLETED',
+    // a long watch window interrupted (its activity cancelled) by the parameter change applied next
+    activities: ['startPrecopy', 'watchPrecopy', 'setMigrationParams', 'stopAndCopy', 'activateOnTarget'],
+  },
   'migrate-rolled-back-folded': {
     workflowType: 'liveMigrate',
     ended: 'FAILED',

@@ -4,6 +4,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { WorkflowHandle } from '@temporalio/client';
+import { defaultPayloadConverter } from '@temporalio/common';
 import { Allocation, Operation, Vm } from '../../db/entities.js';
 import {
   migrationProgressQuery,
@@ -41,6 +42,15 @@ async function assertOnlyOn(f: TestFerry, vmId: string, hostId: string) {
   assert.equal(vm.state, 'running');
   const allocs = await f.db.em().find(Allocation, { vmId });
   assert.deepEqual(allocs.map((a) => `${a.hostId}:${a.kind}`), [`${hostId}:vm`], 'one allocation, on the host it runs on');
+}
+
+/** Activities the workflow scheduled, with their decoded first argument. */
+async function activityCalls(h: WorkflowHandle): Promise<Array<{ type: string; input: Record<string, unknown> }>> {
+  const history = await h.fetchHistory();
+  return (history.events ?? []).flatMap((e) => {
+    const a = e.activityTaskScheduledEventAttributes;
+    return a ? [{ type: a.activityType?.name ?? '', input: defaultPayloadConverter.fromPayload(a.input!.payloads![0]) as Record<string, unknown> }] : [];
+  });
 }
 
 async function operationOf(f: TestFerry, h: WorkflowHandle) {
@@ -160,6 +170,27 @@ describe('LiveMigrate', () => {
       if ((op.details as { decisions: Array<{ action: string }> }).decisions.some((d) => d.action === 'params-not-applied')) moot++;
     }
     assert.ok(moot > 0, 'in 4 tries the change reached the workflow during the first window at least once');
+  });
+
+  test('a quiet pre-copy is watched in long windows; operator input interrupts one at once', async () => {
+    // 2 GiB dirtying nothing over a 2 MiB/s cap: ~1000 virtual s (~10 s here), ETA far beyond 4 s
+    const vmId = await provisionRunning(f, 'long-win', { memoryMiB: 2048, dirtyMiBps: 0, wwsMiB: 64 });
+    const h = await f.migrate({ vmId, targetHostId: 'h2', overrides: { maxBandwidthBytesPerSec: 2 * MiB } });
+    const watches = async () => (await activityCalls(h)).filter((c) => c.type === 'watchPrecopy').map((c) => c.input.windowMs as number);
+    await waitFor('a long window', async () => (await watches()).some((w) => w > 1000));
+    const sent = Date.now();
+    await h.executeUpdate(setMigrationParamsUpdate, { args: [{ maxBandwidthBytesPerSec: 3 * MiB }] });
+    await waitFor('the change applied', async () => (await activityCalls(h)).some((c) => c.type === 'setMigrationParams' && (c.input.params as { maxBandwidthBytesPerSec?: number }).maxBandwidthBytesPerSec === 3 * MiB), 60_000, 20);
+    const applied = Date.now() - sent;
+    assert.ok(applied < 7_500, `applied ${applied} ms after the update, inside the long window (up to 15 s) it interrupted`);
+    await waitFor('a long window again', async () => (await watches()).filter((w) => w > 1000).length >= 2);
+    await h.signal('cancel', { reason: 'interrupting a long window' });
+    const r = await outcome(h);
+    assert.equal(r.ok, false);
+    await assertOnlyOn(f, vmId, 'h1');
+    const op = await operationOf(f, h);
+    assert.equal(op.state, 'cancelled', op.error ?? '');
+    assert.ok(((op.details as { progress: { percent: number } }).progress.percent ?? 0) < 100, 'cancelled long before the transfer could end');
   });
 
   test('cancel during pre-copy rolls back', async () => {
