@@ -44,6 +44,18 @@ function storageMigrate(f: TestFerry, input: StorageMigrateInput): Promise<Workf
   return f.client.workflow.start('storageMigrate', { taskQueue: controlQueue(f.prefix), workflowId: `${workflowIds.migrate(input.vmId)}-${f.prefix}`, args: [input] });
 }
 
+/** The dirty-rate run (several windows, throttle decisions), started as the API starts it: with its search attributes. */
+async function migrateAsTheApiDoes(f: TestFerry, name: string): Promise<WorkflowHandle> {
+  const vmId = await provisionRunning(f, name, 4000);
+  const input: LiveMigrateInput = { vmId, targetHostId: 'h2', policy: 'minimal-downtime', overrides: { maxRounds: 8, throttleStepSec: 0.5 } };
+  return f.client.workflow.start('liveMigrate', {
+    taskQueue: controlQueue(f.prefix),
+    workflowId: `${workflowIds.migrate(vmId)}-${f.prefix}`,
+    args: [input],
+    typedSearchAttributes: migrationStartAttributes({ vmId, kind: 'live', sourceHostId: 'h1', targetHostId: 'h2' }),
+  });
+}
+
 export const SCENARIOS: Scenario[] = [
   {
     name: 'provision-ok',
@@ -81,16 +93,7 @@ export const SCENARIOS: Scenario[] = [
     // the same run recorded after the patch epoch (workflows/lib/patches.ts: one marker for
     // every earlier patch) and started as the API starts it, with its search attributes, which
     // the workflow then does not upsert again
-    run: async (f) => {
-      const vmId = await provisionRunning(f, 'rec-mig3', 4000);
-      const input: LiveMigrateInput = { vmId, targetHostId: 'h2', policy: 'minimal-downtime', overrides: { maxRounds: 8, throttleStepSec: 0.5 } };
-      return f.client.workflow.start('liveMigrate', {
-        taskQueue: controlQueue(f.prefix),
-        workflowId: `${workflowIds.migrate(vmId)}-${f.prefix}`,
-        args: [input],
-        typedSearchAttributes: migrationStartAttributes({ vmId, kind: 'live', sourceHostId: 'h1', targetHostId: 'h2' }),
-      });
-    },
+    run: (f) => migrateAsTheApiDoes(f, 'rec-mig3'),
   },
   {
     name: 'migrate-rolled-back',
@@ -106,16 +109,7 @@ export const SCENARIOS: Scenario[] = [
     ok: true,
     // the epoch's run recorded after patch 'live-folded-steps': begin, slots + reservation and the
     // commit each one local activity with their stage writes
-    run: async (f) => {
-      const vmId = await provisionRunning(f, 'rec-mig4', 4000);
-      const input: LiveMigrateInput = { vmId, targetHostId: 'h2', policy: 'minimal-downtime', overrides: { maxRounds: 8, throttleStepSec: 0.5 } };
-      return f.client.workflow.start('liveMigrate', {
-        taskQueue: controlQueue(f.prefix),
-        workflowId: `${workflowIds.migrate(vmId)}-${f.prefix}`,
-        args: [input],
-        typedSearchAttributes: migrationStartAttributes({ vmId, kind: 'live', sourceHostId: 'h1', targetHostId: 'h2' }),
-      });
-    },
+    run: (f) => migrateAsTheApiDoes(f, 'rec-mig4'),
   },
   {
     name: 'migrate-long-windows',

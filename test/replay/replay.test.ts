@@ -79,12 +79,8 @@ const EXPECTED: Record<string, { workflowType: string; ended: 'COMPLETED' | 'FAI
     // the pivot failed; the saga ran newest first
     activities: ['startDiskMirror', 'completeDiskMirror', 'cancelDiskMirror', 'releaseReservation', 'restoreVmAfterRollback'],
   },
-  'migrate-ok-folded': {
-    workflowType: 'liveMigrate',
-    ended: 'COMPLETED',
-    // as migrate-ok-epoch; the control steps folded into fewer local activities (markers)
-    activities: ['vmStatus', 'startDestinationContainer', 'startPrecopy', 'setMigrationParams', 'stopAndCopy', 'confirmDestinationImage', 'activateOnTarget', 'cleanupSource'],
-  },
+  // as migrate-ok-epoch; the control steps folded into fewer local activities (markers)
+  'migrate-ok-folded': { workflowType: 'liveMigrate', ended: 'COMPLETED', activities: ['vmStatus', 'startDestinationContainer', 'startPrecopy', 'stopAndCopy', 'confirmDestinationImage', 'activateOnTarget', 'cleanupSource'] },
   'migrate-long-windows': {
     workflowType: 'liveMigrate',
     ended: 'COMPLETED',
