@@ -24,6 +24,9 @@ import { emOf } from '../orm.js';
 import { Allocation, Datastore, Host, Operation, Vm, ALLOCATION_KINDS, type AllocationKind } from '../entities.js';
 import { CapacityError, ConflictError, NotFoundError, ValidationError } from '../errors.js';
 import { assertInt, assertNonEmpty, assertOneOf, assertSafe, mergeJson, newId, retryTransient } from './util.js';
+import { markRolledBack, operationRolledBack } from './rollback-fence.js';
+
+export { operationRolledBack };
 
 // ---- usage ------------------------------------------------------------------------------------
 
@@ -179,27 +182,6 @@ function validateReserve(input: ReserveInput): void {
 }
 
 /**
- * The mark a rollback leaves in its operation's details when it gives the reservations back
- * (releaseForRollback): from then on no reservation is made for that operation. A step can run
- * again after the workflow moved on (a local activity is executed again when its workflow task
- * timed out, on a CPU-starved worker, while the first execution still runs); without the mark
- * a late reservation after the compensation stays forever (found by the chaos campaign: a
- * leaked reservation and a VM left 'migrating' by an operation that had rolled back).
- */
-const RELEASED = 'reservationsReleased';
-
-/**
- * Claims the operation's row for this transaction (so a rollback's release and a reservation for
- * the same operation serialise) and says whether its rollback already gave its reservations
- * back. An operation without a record (tests) was never rolled back.
- */
-export async function operationRolledBack(tx: Em, operationId: string): Promise<boolean> {
-  await tx.execute(tx.getKnex()('operation').where({ id: operationId }).increment('version', 1), [], 'run');
-  const op = await tx.findOne(Operation, { id: operationId }, { refresh: true });
-  return op?.details?.[RELEASED] === true;
-}
-
-/**
  * A rollback's compensation: releases the operation's reservations and marks it (one
  * transaction), so a reservation for it that arrives later is refused. Idempotent.
  */
@@ -209,13 +191,7 @@ export async function releaseForRollback(x: Db | Em, operationId: string): Promi
   return retryTransient(
     () =>
       base.fork().transactional(async (tx) => {
-        if (!(await operationRolledBack(tx, operationId))) {
-          const op = await tx.findOne(Operation, { id: operationId });
-          if (op) {
-            op.details = { ...op.details, [RELEASED]: true };
-            await tx.flush();
-          }
-        }
+        if (!(await operationRolledBack(tx, operationId))) await markRolledBack(tx, operationId);
         return release(tx, { operationId });
       }),
     { attempts: 10 },
