@@ -212,9 +212,8 @@ export function createHostActivities(deps: HostActivityDeps) {
     },
 
     // ---------------------------------------------------------------- disk mirrors
-    /** Starts the mirror of every disk of the VM (idempotent: a running mirror is kept). */
     /**
-     * Starts mirroring every disk; with `watchWindowMs` it then watches the first window like
+     * Starts the mirror of every disk of the VM (idempotent: a running mirror is kept); with `watchWindowMs` it then watches the first window like
      * watchDiskMirror (heartbeating: call it under the watch profile) and returns its sample, so a
      * small disk is often in sync by the time the workflow looks.
      */
